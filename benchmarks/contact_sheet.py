@@ -1,0 +1,93 @@
+"""Save an 8x8 contact sheet of synthetic renders, to look at them.
+
+    python benchmarks/contact_sheet.py reports/synthetic-contact-sheet.png [--landmarks] [--seed 0]
+    python benchmarks/contact_sheet.py /tmp/poses.png --pose-sweep   # clean renders, yaw/pitch grid
+
+``--landmarks`` also writes ``<name>-landmarks.png`` with the 68 labels drawn on the same faces.
+``--pose-sweep`` renders one face per cell at fixed poses (yaw -90..90 across, pitch/expressions
+down) with no occluders, to judge the geometry.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgefa.data.render import render_face
+from edgefa.data.synthetic import SyntheticFaces, rotation_matrices, sample_params
+from edgefa.facemodel import geometry
+from edgefa.facemodel.synthetic import synthetic_face_model
+
+
+def draw_landmarks(image: np.ndarray, pts: np.ndarray, scale: int = 2) -> np.ndarray:
+    big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    groups = [(range(0, 17), (255, 255, 0)), (range(17, 27), (0, 255, 255)), (range(27, 36), (0, 255, 0)),
+              (range(36, 48), (255, 0, 255)), (range(48, 68), (0, 0, 255))]
+    for idx, colour in groups:
+        for k in idx:
+            x, y = (pts[k, :2] + 0.5) * scale - 0.5
+            cv2.circle(big, (int(round(x * 4)), int(round(y * 4))), 4, colour, -1, cv2.LINE_AA, 2)
+    return cv2.resize(big, image.shape[1::-1], interpolation=cv2.INTER_AREA)
+
+
+def pose_sweep_params(fm, rows: int, cols: int) -> list[np.ndarray]:
+    """Fixed poses: yaw across columns; rows vary pitch, roll, shape and expression."""
+    out = []
+    for r in range(rows):
+        rng = np.random.default_rng(1000 + r)
+        base = sample_params(rng, fm)
+        for c in range(cols):
+            yaw = -90 + 180 * c / (cols - 1)
+            pitch, roll = [(0, 0), (20, 0), (-20, 0), (0, 20)][r % 4] if r < 4 else (0, 0)
+            p = base.copy()
+            if r < 4:
+                p[12:] = 0
+            rot = rotation_matrices([yaw], [pitch], [roll])[0]
+            scale = np.linalg.norm(base[:3])
+            p[:12] = np.concatenate([scale * rot, base[[3, 7, 11]].reshape(3, 1)], 1).reshape(-1)
+            # re-centre: the landmark bbox centre to the crop centre
+            pts = geometry.landmarks(p, fm)
+            p[3] += fm.size / 2 - (pts[:, 0].min() + pts[:, 0].max()) / 2
+            p[7] -= fm.size / 2 - (pts[:, 1].min() + pts[:, 1].max()) / 2
+            out.append(p)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start", type=int, default=0, help="first dataset index")
+    parser.add_argument("--grid", type=int, default=8)
+    parser.add_argument("--landmarks", action="store_true")
+    parser.add_argument("--pose-sweep", action="store_true")
+    args = parser.parse_args(argv)
+    n = args.grid * args.grid
+    fm = synthetic_face_model()
+    if args.pose_sweep:
+        params = pose_sweep_params(fm, args.grid, args.grid)
+        images = [render_face(p, fm, np.random.default_rng(k), occlusion=0.0) for k, p in enumerate(params)]
+        points = [geometry.landmarks(p, fm) for p in params]
+    else:
+        data = SyntheticFaces(n=args.start + n, seed=args.seed, face_model=fm)
+        samples = [data[i] for i in range(args.start, args.start + n)]
+        images, points = [s["image"] for s in samples], [s["pts68"] for s in samples]
+
+    def sheet(tiles):
+        rows = [np.concatenate(tiles[r * args.grid:(r + 1) * args.grid], 1) for r in range(args.grid)]
+        return np.concatenate(rows, 0)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(args.out), sheet(images), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KB)")
+    if args.landmarks:
+        marked = args.out.with_name(args.out.stem + "-landmarks" + args.out.suffix)
+        cv2.imwrite(str(marked), sheet([draw_landmarks(im, p) for im, p in zip(images, points)]),
+                    [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        print(f"wrote {marked} ({marked.stat().st_size / 1024:.0f} KB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from edgefa.cli import main
+
+raise SystemExit(main())

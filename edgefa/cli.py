@@ -1,0 +1,100 @@
+"""``edgefa`` command line: thin wrappers over the library; user errors are one line, no traceback."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edgefa import __version__
+from edgefa.errors import EdgefaError
+
+
+def _cmd_eval(args) -> int:
+    import torch
+
+    from edgefa.data.registry import create_dataset
+    from edgefa.evaluate import evaluate, format_table
+    from edgefa.fileio import atomic_write_json, check_writable
+    from edgefa.predictor import load_predictor
+
+    if args.json:
+        check_writable(args.json, "--json")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    predictor = load_predictor(args.model)
+    dataset = create_dataset(args.data)
+    result = {"model": args.model, "data": args.data, "edgefa": __version__}
+    result.update(evaluate(predictor, dataset, batch=args.batch, workers=args.workers, progress=not args.quiet))
+    print(format_table(result))
+    if args.json:
+        atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from edgefa.models.registry import list_models, model_entry
+
+    for name in list_models(args.pattern):
+        entry = model_entry(name)
+        print(f"{name:<24} {entry.family:<6} input {entry.defaults.get('input_size', 120)}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from training.trainer import train_from_cli
+
+    return train_from_cli(args.config, args.overrides, resume=args.resume, quiet=args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgefa", description="3D face alignment: train, evaluate, export.")
+    parser.add_argument("--version", action="version", version=f"edgefa {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("eval", help="NME by yaw bin and pose MAE of a model on a dataset")
+    ev.add_argument("--model", required=True,
+                    help="3ddfa-v2-mb05:PATH[,bfm=DIR] | runs/x/best.pt | MODEL_NAME (untrained)")
+    ev.add_argument("--data", required=True,
+                    help="aflw2000-3d[:PATH] | aflw2000-3d-original[:PATH][,box=roi|mat|landmarks|F.npy] | "
+                         "aflw-train[:PATH] | 300w-lp:PATH | folder:PATH | synthetic:seed=0,n=500")
+    ev.add_argument("--json", help="write the full results (per-bin NME, CED, pose MAE) here")
+    ev.add_argument("--batch", type=int, default=64)
+    ev.add_argument("--workers", type=int, default=0, help="data loader processes")
+    ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_cmd_eval)
+
+    mo = sub.add_parser("models", help="list the registered model architectures")
+    mo.add_argument("pattern", nargs="?", default="*")
+    mo.set_defaults(func=_cmd_models)
+
+    tr = sub.add_parser("train", help="train a model from a YAML recipe")
+    tr.add_argument("--config", required=True, help="YAML recipe, e.g. training/configs/synthetic-quick.yaml")
+    tr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=3 data.n=2000")
+    tr.add_argument("--resume", help="continue from a last.pt checkpoint")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_train)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = str(exc).strip()
+    # errors raised in DataLoader workers arrive wrapped with the worker's traceback
+    if "Original Traceback" in msg:
+        msg = msg.splitlines()[-1].split(": ", 1)[-1]
+    return msg.splitlines()[0] if msg else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgefaError as exc:
+        if args.debug:
+            raise
+        print(f"edgefa {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"edgefa {args.command}: interrupted", file=sys.stderr)
+        return 130

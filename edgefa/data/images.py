@@ -1,0 +1,73 @@
+"""Image reading that rejects bad files with one clear reason, and 3DDFA-style cropping."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgefa.errors import EdgefaError
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An 8-bit 3-channel image as BGR uint8 (H, W, 3); anything else is an EdgefaError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise EdgefaError(f"{path}: image not found") from None
+    except OSError as exc:
+        raise EdgefaError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise EdgefaError(f"{path}: empty file")
+    # OpenCV decodes a truncated JPEG/PNG into a half-grey image with only a warning; catch it first
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
+        raise EdgefaError(f"{path}: truncated JPEG (no end-of-image marker)")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        raise EdgefaError(f"{path}: truncated PNG (no IEND chunk)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise EdgefaError(f"{path}: not a readable image")
+    if image.dtype != np.uint8:
+        bits = image.dtype.itemsize * 8
+        raise EdgefaError(f"{path}: {bits}-bit image ({image.dtype}); edgefa expects 8-bit colour images")
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels == 1:
+        raise EdgefaError(f"{path}: grayscale image (1 channel); edgefa expects 3-channel colour images")
+    if channels == 4:
+        raise EdgefaError(f"{path}: RGBA image (4 channels, alpha); edgefa expects 3-channel colour images")
+    if channels != 3:
+        raise EdgefaError(f"{path}: {channels}-channel image; edgefa expects 3-channel colour images")
+    return image
+
+
+def crop_resize(image: np.ndarray, roi_box, size: int) -> np.ndarray:
+    """Crop ``roi_box`` (x1 y1 x2 y2, may leave the image: zero padded) and resize to size x size.
+
+    Same as 3DDFA-V2's ``crop_img`` + ``cv2.resize``, so crops match the published protocol.
+    """
+    h, w = image.shape[:2]
+    sx, sy, ex, ey = (int(round(v)) for v in roi_box)
+    dh, dw = ey - sy, ex - sx
+    if dh <= 0 or dw <= 0:
+        raise EdgefaError(f"empty crop box {list(roi_box)}")
+    out = np.zeros((dh, dw, 3), dtype=np.uint8)
+    dsx, dsy = max(0, -sx), max(0, -sy)
+    sx, sy = max(0, sx), max(0, sy)
+    dex, dey = dw - max(0, ex - w), dh - max(0, ey - h)
+    ex, ey = min(ex, w), min(ey, h)
+    if ex > sx and ey > sy:
+        out[dsy:dey, dsx:dex] = image[sy:ey, sx:ex]
+    return cv2.resize(out, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def box_from_landmarks(points: np.ndarray) -> np.ndarray:
+    """3DDFA-V2's ``parse_roi_box_from_landmark``: a square box around (N, 2+) points."""
+    pts = np.asarray(points, dtype=np.float64)
+    x1, y1 = np.nanmin(pts[:, 0]), np.nanmin(pts[:, 1])
+    x2, y2 = np.nanmax(pts[:, 0]), np.nanmax(pts[:, 1])
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    radius = max(x2 - x1, y2 - y1) / 2
+    llength = math.sqrt(2 * (2 * radius) ** 2)
+    return np.array([cx - llength / 2, cy - llength / 2, cx + llength / 2, cy + llength / 2], dtype=np.float32)

@@ -1,0 +1,42 @@
+"""Atomic writes: a temp file in the target folder, then rename, so nothing partial is left."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from edgefa.errors import EdgefaError
+
+
+def check_writable(path: str | Path, what: str = "output") -> Path:
+    """Fail before any work if ``path`` cannot be written (its folder is created if missing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise EdgefaError(f"{path}: {what} path is a directory, expected a file")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise EdgefaError(f"{parent}: {what} folder is a file") from None
+    except OSError as exc:
+        raise EdgefaError(f"{parent}: cannot create {what} folder ({exc.strerror or exc})") from None
+    if not os.access(parent, os.W_OK):
+        raise EdgefaError(f"{parent}: {what} folder is not writable")
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())

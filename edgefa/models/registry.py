@@ -1,0 +1,71 @@
+"""Model registry in timm's style: ``create_model(name, **cfg)`` and ``list_models()``.
+
+Every registered model is a ``FaceRegressor``: a float NCHW crop in, 62 whitened 3DMM
+parameters out, with the input convention (size, colour order, normalisation) on the module
+so predictors and exporters feed it correctly.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from edgefa.errors import unknown_name_error
+
+
+class FaceRegressor(nn.Module):
+    """Base class: subclasses set ``self.net`` or override ``forward``."""
+
+    input_size: int = 120
+    input_color: str = "BGR"  # channel order the network was trained on
+    input_mean: float = 127.5
+    input_std: float = 128.0
+    num_params: int = 62
+
+    def input_spec(self) -> dict:
+        return {"size": [self.input_size, self.input_size], "layout": "NCHW", "dtype": "float32",
+                "color": self.input_color, "mean": [self.input_mean] * 3, "std": [self.input_std] * 3}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., FaceRegressor]
+    family: str
+    defaults: dict
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, builder: Callable[..., FaceRegressor], family: str, **defaults) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"model '{name}' registered twice")
+    _REGISTRY[name] = ModelEntry(name, builder, family, defaults)
+
+
+def _ensure_registered() -> None:
+    # families register on import; importing here keeps `edgefa.models` import-light
+    from edgefa.models import mobilenet_v1, multitask, timm_backbones  # noqa: F401
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    _ensure_registered()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def model_entry(name: str) -> ModelEntry:
+    _ensure_registered()
+    if name not in _REGISTRY:
+        raise unknown_name_error("model", name, _REGISTRY)
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **cfg) -> FaceRegressor:
+    entry = model_entry(name)
+    model = entry.builder(**{**entry.defaults, **cfg})
+    model.registry_name = name
+    model.registry_cfg = {**entry.defaults, **cfg}
+    return model

@@ -1,0 +1,52 @@
+"""timm backbones with a 62-parameter regression head (random init, nothing downloaded)."""
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+
+from edgefa.models.registry import FaceRegressor, register_model
+
+# name -> default input size; MobileViT wants multiples of 64 (at 120 it silently resizes)
+TIMM_BACKBONES = {
+    "mobilenetv2_100": 120,
+    "mobilenetv3_small_100": 120,
+    "mobilenetv3_large_100": 120,
+    "mobilevit_xxs": 128,
+    "mobilevit_xs": 128,
+    "mobilevit_s": 128,
+    "mobilevitv2_050": 128,
+    "mobilevitv2_075": 128,
+    "mobilevitv2_100": 128,
+    "resnet18": 120,
+    "resnet50": 120,
+}
+
+
+class TimmRegressor(FaceRegressor):
+    def __init__(self, backbone: str, input_size: int = 120, num_params: int = 62, drop_rate: float = 0.0):
+        super().__init__()
+        self.backbone_name = backbone
+        self.input_size = int(input_size)
+        self.num_params = int(num_params)
+        # pretrained=False: edgefa never downloads weights at run time
+        self.net = timm.create_model(backbone, pretrained=False, num_classes=num_params, drop_rate=drop_rate)
+        head = self.net.get_classifier()
+        if isinstance(head, nn.Linear):
+            # start near the parameter mean (zero in whitened space) so early losses are sane
+            nn.init.normal_(head.weight, std=1e-3)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _builder(backbone: str):
+    def build(**cfg) -> TimmRegressor:
+        return TimmRegressor(backbone, **cfg)
+
+    return build
+
+
+for _name, _size in TIMM_BACKBONES.items():
+    register_model(_name, _builder(_name), family="timm", input_size=_size)

@@ -1,0 +1,32 @@
+"""Where edgefa looks for the shared data (real datasets, BFM, peers); never inside the repo."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgefa.errors import EdgefaError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_root() -> Path:
+    """``$EDGEFA_SHARED``, else ``../shared`` beside the repository."""
+    env = os.environ.get("EDGEFA_SHARED")
+    return Path(env) if env else REPO_ROOT.parent / "shared"
+
+
+def find_bfm68(explicit: str | Path | None = None, near: Path | None = None) -> Path:
+    """The bfm68 folder: an explicit path, ``$EDGEFA_BFM68``, or the shared layout."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("EDGEFA_BFM68")
+    if env:
+        return Path(env)
+    candidates = [shared_root() / "data" / "bfm68"]
+    if near is not None:  # peers/<model>/file.pth sits two levels below shared/
+        candidates.insert(0, Path(near).resolve().parent.parent.parent / "data" / "bfm68")
+    for cand in candidates:
+        if (cand / "u_base.txt").is_file():
+            return cand
+    raise EdgefaError("bfm68 face model not found: pass bfm=DIR in the model spec or set EDGEFA_BFM68 "
+                      "(a folder with u_base.txt, w_shp_base.txt, w_exp_base.txt)")

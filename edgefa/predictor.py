@@ -1,0 +1,74 @@
+"""One predictor interface over model backends: uint8 BGR crops in, raw 62 parameters out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgefa.errors import EdgefaError, unknown_name_error
+from edgefa.facemodel.base import FaceModel
+from edgefa.facemodel.geometry import dewhiten
+from edgefa.specs import parse_spec
+
+PEER_KINDS = {"3ddfa-v2-mb05": 0.5, "3ddfa-v2-mb1": 1.0}
+
+
+def to_model_input(images: torch.Tensor, model) -> torch.Tensor:
+    """(B, S, S, 3) uint8 BGR -> normalised float NCHW at the model's input size and colour order.
+
+    Shared by training and prediction so both feed the network identically.
+    """
+    x = images.permute(0, 3, 1, 2).float()
+    if model.input_color == "RGB":
+        x = x.flip(1)
+    if x.shape[-1] != model.input_size or x.shape[-2] != model.input_size:
+        # bilinear with half-pixel centres, as cv2.resize(INTER_LINEAR) for these small rescales
+        x = F.interpolate(x, size=(model.input_size, model.input_size), mode="bilinear", align_corners=False)
+    return (x - model.input_mean) / model.input_std
+
+
+class TorchPredictor:
+    def __init__(self, model, face_model: FaceModel, name: str, device: str = "cpu"):
+        self.model = model.eval().to(device)
+        self.face_model = face_model
+        self.name = name
+        self.device = device
+        self.input_size = int(model.input_size)
+
+    @torch.inference_mode()
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        x = to_model_input(torch.from_numpy(np.ascontiguousarray(images)).to(self.device), self.model)
+        params_w = self.model(x).float().cpu().numpy()
+        return dewhiten(params_w, self.face_model)
+
+
+def load_predictor(text: str, device: str = "cpu") -> TorchPredictor:
+    """``3ddfa-v2-mb05:PATH[,bfm=DIR]``, an edgefa ``.pt`` checkpoint, or ``MODEL_NAME[:k=v]`` (untrained)."""
+    from edgefa.models.checkpoint import load_3ddfa_v2, model_from_checkpoint
+    from edgefa.models.registry import create_model, list_models
+
+    spec = parse_spec(text, set(PEER_KINDS) | set(list_models()))
+    if spec is not None and spec.kind in PEER_KINDS:
+        if not spec.path:
+            raise EdgefaError(f"--model {text}: give the checkpoint path, e.g. {spec.kind}:PATH")
+        unknown = set(spec.options) - {"bfm"}
+        if unknown:
+            raise EdgefaError(f"--model {text}: unknown option '{sorted(unknown)[0]}' (valid: bfm)")
+        model, fm = load_3ddfa_v2(spec.path, bfm=spec.options.get("bfm"), widen_factor=PEER_KINDS[spec.kind])
+        return TorchPredictor(model, fm, spec.kind, device)
+    if spec is not None:  # a registered architecture with random weights: for smoke tests and timing
+        if spec.path:
+            raise EdgefaError(f"--model {text}: a model name takes key=value options; "
+                              "for trained weights pass the .pt checkpoint path")
+        from edgefa.facemodel.synthetic import synthetic_face_model
+
+        model = create_model(spec.kind, **spec.options)
+        return TorchPredictor(model, synthetic_face_model(), f"{spec.kind} (untrained)", device)
+    path = Path(text)
+    if path.suffix in (".pt", ".pth") or path.exists():
+        model, fm, _ = model_from_checkpoint(path)
+        return TorchPredictor(model, fm, path.stem if path.stem not in ("best", "last") else
+                              f"{path.parent.name}/{path.name}", device)
+    raise unknown_name_error("model", text.partition(":")[0], set(PEER_KINDS) | set(list_models()))

@@ -1,0 +1,41 @@
+"""``KIND:PATH,key=value`` specs for --model and --data, with typo-tolerant errors."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgefa.errors import EdgefaError
+
+
+@dataclass
+class Spec:
+    kind: str
+    path: str | None = None
+    options: dict = field(default_factory=dict)
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_spec(text: str, kinds: set[str]) -> Spec | None:
+    """Split ``KIND[:PATH][,k=v...]`` or ``KIND:k=v,...``; None if the text names no known kind."""
+    head, sep, rest = text.partition(":")
+    if head not in kinds:
+        return None
+    spec = Spec(head)
+    if not sep:
+        return spec
+    for i, part in enumerate(p for p in rest.split(",") if p != ""):
+        key, eq, val = part.partition("=")
+        if eq and key.isidentifier():
+            spec.options[key] = _value(val)
+        elif i == 0:
+            spec.path = part
+        else:
+            raise EdgefaError(f"spec '{text}': '{part}' is not key=value")
+    return spec

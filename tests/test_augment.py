@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from edgefa.data.base import make_sample
+from edgefa.facemodel import geometry as g
+from training.augment import FLIP_21, FLIP_68, AugmentConfig, augment_sample
+
+SIZE = 120
+
+
+def _sample(fm, yaw=40.0, pitch=10.0, roll=-5.0):
+    rot = g.euler_to_rotation(np.array([[yaw, pitch, roll]]))[0] * 0.4
+    params = np.zeros(62, np.float32)
+    params[:12] = np.concatenate([rot, [[60.0], [60.0], [0.0]]], axis=1).reshape(12)
+    params[12:] = np.random.default_rng(0).normal(0, 0.5, 50)
+    pts = g.landmarks(params, fm)
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    x, y = np.round(pts[30, :2]).astype(int)
+    image[y - 1:y + 2, x - 1:x + 2] = 255  # a marker on the nose tip
+    pts21 = np.full((21, 2), np.nan, np.float32)
+    pts21[14] = pts[30, :2]
+    return make_sample(image, 0, pts68=pts, pts21=pts21, pose=g.euler_angles(params), params=params)
+
+
+def test_flip_permutations_are_involutions():
+    assert sorted(FLIP_68) == list(range(68)) and (FLIP_68[FLIP_68] == np.arange(68)).all()
+    assert sorted(FLIP_21) == list(range(21)) and (FLIP_21[FLIP_21] == np.arange(21)).all()
+    assert FLIP_68[36] == 45 and FLIP_68[48] == 54 and FLIP_68[8] == 8 and FLIP_68[30] == 30
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_geometric_augmentation_keeps_params_exact(toy_face_model, seed):
+    fm = toy_face_model
+    cfg = AugmentConfig(flip=0.0, rotate=20, rotate_prob=1.0, color=0, blur=0, occlude=0)
+    out = augment_sample(_sample(fm), SIZE, cfg, np.random.default_rng(seed))
+    np.testing.assert_allclose(g.landmarks(out["params"], fm), out["pts68"], atol=1e-2)
+    np.testing.assert_allclose(g.euler_angles(out["params"]), out["pose"], atol=1e-3)
+    # the image moved with the labels: the marker sits at the warped nose tip
+    ys, xs = np.nonzero(out["image"][..., 0] > 100)
+    assert abs(xs.mean() - out["pts68"][30, 0]) < 1.0 and abs(ys.mean() - out["pts68"][30, 1]) < 1.0
+
+
+def test_flip_mirrors_points_and_pose(toy_face_model):
+    sample = _sample(toy_face_model)
+    cfg = AugmentConfig(flip=1.0, scale=0, shift=0, rotate=0, color=0, blur=0, occlude=0)
+    out = augment_sample(sample, SIZE, cfg, np.random.default_rng(0))
+    np.testing.assert_allclose(out["pts68"][:, 0], SIZE - 1 - sample["pts68"][FLIP_68, 0], atol=1e-4)
+    np.testing.assert_allclose(out["pts68"][:, 1], sample["pts68"][FLIP_68, 1], atol=1e-4)
+    np.testing.assert_allclose(out["pose"], sample["pose"] * np.array([-1, 1, -1]), atol=1e-3)
+    assert np.isnan(out["params"]).all()  # a mirrored identity has no exact 3DMM weights
+    assert out["pts21"][14, 0] == pytest.approx(SIZE - 1 - sample["pts21"][14, 0], abs=1e-4)
+    np.testing.assert_array_equal(out["image"], sample["image"][:, ::-1])
+
+
+def test_partial_pose_survives_flip_but_not_rotation(toy_face_model):
+    sample = _sample(toy_face_model)
+    sample["pose"] = np.array([50.0, np.nan, np.nan], np.float32)
+    no_rot = AugmentConfig(flip=1.0, rotate=0, color=0, blur=0, occlude=0)
+    assert augment_sample(sample, SIZE, no_rot, np.random.default_rng(0))["pose"][0] == pytest.approx(-50.0)
+    rot = AugmentConfig(flip=0.0, rotate=10, rotate_prob=1.0, color=0, blur=0, occlude=0)
+    assert np.isnan(augment_sample(sample, SIZE, rot, np.random.default_rng(0))["pose"]).all()
+
+
+def test_photometric_changes_leave_labels(toy_face_model):
+    sample = _sample(toy_face_model)
+    cfg = AugmentConfig(flip=0, scale=0, shift=0, rotate=0, color=0.5, blur=1.0, occlude=1.0)
+    out = augment_sample(sample, SIZE, cfg, np.random.default_rng(3))
+    np.testing.assert_allclose(out["pts68"], sample["pts68"], atol=1e-4)
+    np.testing.assert_allclose(out["params"], sample["params"], atol=1e-4)
+    assert not np.array_equal(out["image"], sample["image"])

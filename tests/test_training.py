@@ -1,0 +1,119 @@
+import json
+
+import pytest
+import torch
+
+from edgefa.cli import main
+from edgefa.errors import EdgefaError
+from edgefa.models.checkpoint import load_checkpoint
+from training.config import load_config
+
+QUICK = "training/configs/synthetic-quick.yaml"
+
+
+def test_config_loads_with_overrides():
+    cfg = load_config(QUICK, ["epochs=2", "optimizer.lr=0.01", "model.cfg.drop_rate=0.1", "name=x"])
+    assert cfg["epochs"] == 2 and cfg["optimizer"]["lr"] == 0.01
+    assert cfg["model"]["cfg"] == {"drop_rate": 0.1}
+    assert cfg["output"] == "runs/x" and cfg["seed"] == 0
+
+
+@pytest.mark.parametrize("override,message", [
+    ("epoch=2", "unknown config key 'epoch', did you mean 'epochs'"),
+    ("optimizer.lrr=1", "did you mean 'optimizer.lr'"),
+    ("epochs", "expected key=value"),
+])
+def test_bad_overrides(override, message):
+    with pytest.raises(EdgefaError, match=message):
+        load_config(QUICK, [override])
+
+
+def test_bad_config_files(tmp_path):
+    with pytest.raises(EdgefaError, match="config not found"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1, 2\n")
+    with pytest.raises(EdgefaError, match="not valid YAML"):
+        load_config(bad)
+
+
+def _tiny(tmp_path, *extra):
+    return ["train", "--config", QUICK, "--quiet", "epochs=2", "data.train=synthetic:seed=0,n=48",
+            "data.val=synthetic:seed=1,n=16", "data.workers=0", "batch_size=16", f"output={tmp_path}/run",
+            *extra]
+
+
+def test_train_tiny_run_writes_checkpoints_and_resumes_exactly(tmp_path, capsys, monkeypatch):
+    assert main(_tiny(tmp_path)) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["epoch"] == 2 and len(last["history"]) == 2
+    assert best["config"]["epochs"] == 2 and "balanced_mean" in best["metrics"]
+    assert out["best_val_nme"] == pytest.approx(min(h["val_nme"] for h in last["history"]), abs=1e-3)
+
+    # interrupt the same run after epoch 1 (Ctrl-C once last.pt is written), then resume it
+    import training.trainer as trainer
+
+    real_save = trainer.save_checkpoint
+
+    def save_then_interrupt(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        if path.name == "last.pt" and kwargs["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
+    assert main(_tiny(tmp_path, f"output={tmp_path}/a")) == 130
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    assert load_checkpoint(tmp_path / "a" / "last.pt")["epoch"] == 1
+    assert main(_tiny(tmp_path, f"output={tmp_path}/a") + ["--resume", str(tmp_path / "a" / "last.pt")]) == 0
+    resumed = load_checkpoint(tmp_path / "a" / "last.pt")
+    for key, value in last["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, msg=key)
+
+
+def test_unwritable_run_dir_reported_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(_tiny(tmp_path, f"output={blocker}/run")) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_ddp_two_gloo_processes_end_with_identical_weights(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "edgefa", "train", *_tiny(tmp_path, "device=cpu", "threads=1")[1:]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    digests = summary["rank_weight_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 2
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in __import__("pathlib").Path("training/configs").glob("*.yaml")))
+def test_every_recipe_loads_and_names_a_registered_model(recipe):
+    from edgefa.models.registry import list_models
+
+    cfg = load_config(f"training/configs/{recipe}")
+    assert cfg["model"]["name"] in list_models()
+    assert "{shared}" not in str(cfg["data"]) and "{shared}" not in str(cfg["teacher"])
+
+
+@pytest.mark.shared
+def test_distillation_from_the_peer_on_real_crops(tmp_path, capsys):
+    from tests.conftest import shared_path
+
+    shared_path("peers", "3ddfa_v2_mb05")
+    args = ["train", "--config", "training/configs/mobilenetv3-small.yaml", "--quiet", "epochs=1", "batch_size=16",
+            'data.train=["aflw-train:{shared}/data/aflw-train,n=32", "synthetic:seed=0,n=16"]',
+            "data.val=aflw-train:{shared}/data/aflw-train,split=val,n=16", "data.workers=0",
+            f"output={tmp_path}/run"]
+    assert main(args) == 0
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    terms = state["history"][0]["terms"]
+    assert {"distill", "pts21", "landmarks"} <= set(terms)  # teacher, AFLW-21 points, synthetic 68 points
+    assert state["face_model"]["name"] == "bfm68"

@@ -1,0 +1,1 @@
+"""Training recipes and the trainer behind ``edgefa train``."""

@@ -1,0 +1,95 @@
+"""Recipe configs: YAML per recipe plus ``key=value`` overrides, checked against the defaults."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from edgefa.errors import EdgefaError, closest
+from edgefa.paths import shared_root
+
+# Every valid key, with its default; a recipe or override naming another key is an error.
+DEFAULTS = {
+    "name": "run",
+    "seed": 0,
+    "device": "auto",  # auto: cuda when available, else cpu
+    "threads": 0,  # torch CPU threads, 0: torch's default
+    "model": {"name": "mobilenetv3_small_100", "cfg": {}},
+    "face_model": "synthetic",  # or bfm68[:DIR] (needed to distil from a 3DDFA teacher)
+    "data": {"train": "synthetic:seed=0,n=2000", "val": "synthetic:seed=1,n=200", "workers": 2,
+             "cache": True},
+    "augment": {"flip": 0.5, "scale": 0.08, "shift": 0.06, "rotate": 15.0, "rotate_prob": 0.5,
+                "color": 0.3, "blur": 0.2, "occlude": 0.2},
+    "teacher": None,  # a --model spec, e.g. 3ddfa-v2-mb05:PATH, run on every augmented batch
+    "epochs": 5,
+    "batch_size": 64,
+    "optimizer": {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "momentum": 0.9},
+    "schedule": {"name": "cosine", "warmup_epochs": 1, "warmup_start": 0.1, "min_lr_ratio": 0.01,
+                 "milestones": [40, 50], "gamma": 5.0},
+    "pcgrad": False,  # gradient surgery across the loss terms (multi-task models)
+    "loss": {"params": 1.0, "landmarks": 1.0, "pts21": 0.0, "yaw": 0.0, "distill": 0.0,
+             "param_loss": "l2", "distill_loss": "vdc"},
+    "output": "runs/{name}",
+}
+
+
+def _flat_keys(tree: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in tree.items():
+        keys.append(prefix + k)
+        if isinstance(v, dict) and k != "cfg":  # model.cfg is free-form: the model's own arguments
+            keys += _flat_keys(v, f"{prefix}{k}.")
+    return keys
+
+
+def _merge(base: dict, update: dict, where: str, prefix: str = "") -> None:
+    valid = _flat_keys(DEFAULTS)
+    for key, value in update.items():
+        full = prefix + key
+        if full not in valid and not prefix.startswith("model.cfg."):
+            hint = closest(full, valid)
+            raise EdgefaError(f"{where}: unknown config key '{full}'" + (f", did you mean '{hint}'?" if hint else ""))
+        if key == "augment" and not value:
+            base[key] = None  # augment: false switches it off
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value, where, f"{full}.")
+        else:
+            base[key] = value
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgefaError(f"{path}: config not found")
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise EdgefaError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(recipe, dict):
+        raise EdgefaError(f"{path}: expected a mapping of config keys")
+    config = copy.deepcopy(DEFAULTS)
+    _merge(config, recipe, str(path))
+    for item in overrides:
+        key, eq, raw = item.partition("=")
+        if not eq or not key:
+            raise EdgefaError(f"override '{item}': expected key=value")
+        tree: dict = {}
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+        _merge(config, tree, f"override '{item}'")
+    config["output"] = str(config["output"]).format(name=config["name"])
+    # "{shared}" in data / teacher specs: the shared data folder ($EDGEFA_SHARED, default ../shared)
+    shared = str(shared_root())
+    data = config["data"]
+    for key in ("train", "val"):
+        if isinstance(data[key], list):
+            data[key] = [str(v).replace("{shared}", shared) for v in data[key]]
+        else:
+            data[key] = str(data[key]).replace("{shared}", shared)
+    if config["teacher"]:
+        config["teacher"] = str(config["teacher"]).replace("{shared}", shared)
+    return config

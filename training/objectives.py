@@ -1,0 +1,70 @@
+"""The training objective: whichever labels a batch has, each weighted by the recipe.
+
+- ``params``: 3DMM parameters where known (synthetic faces), WPDC or plain L2 on whitened params;
+- ``landmarks``: 68 ground-truth points where known, 2D distance in % of the crop;
+- ``pts21``: the visible AFLW points mapped onto their 68-point counterparts (Wing, in % of crop);
+- ``yaw``: yaw error in degrees where known (AFLW gives yaw but not pitch/roll);
+- ``distill``: the teacher's parameters on the same augmented crop, VDC / WPDC / L2.
+"""
+from __future__ import annotations
+
+import torch
+
+from edgefa.data.aflw_train import AFLW21_TO_68
+from edgefa.facemodel.base import FaceModel
+from edgefa.facemodel.geometry import euler_angles, landmarks, whiten
+from training.losses import masked_landmark_loss, vdc_loss, wpdc_loss
+
+IDX21 = [i for i, j in sorted(AFLW21_TO_68.items()) if j is not None]
+IDX68 = [AFLW21_TO_68[i] for i in IDX21]
+TERMS = ("params", "landmarks", "pts21", "yaw", "distill")
+
+
+def _param_distance(kind: str, pred_w, target_w, fm):
+    if kind == "wpdc":
+        return wpdc_loss(pred_w, target_w, fm)
+    if kind == "vdc":
+        return vdc_loss(pred_w, target_w, fm)
+    return ((pred_w - target_w) ** 2).mean()
+
+
+def loss_terms(pred_w: torch.Tensor, batch: dict, fm: FaceModel, cfg: dict,
+               teacher_raw: torch.Tensor | None = None) -> dict:
+    """Each active term, unweighted, on ``pred_w``'s device; ``cfg`` is the recipe's ``loss`` section."""
+    dev = pred_w.device
+    batch = {k: v.to(dev) for k, v in batch.items() if k != "image"}
+    mean = torch.as_tensor(fm.param_mean, device=dev)
+    std = torch.as_tensor(fm.param_std, device=dev)
+    pred_raw = pred_w * std + mean
+    pred_pts = landmarks(pred_raw, fm)
+    pct = 100.0 / fm.size
+    terms = {}
+    params = batch["params"]
+    have = torch.isfinite(params).all(dim=1)
+    if cfg["params"] and have.any():
+        terms["params"] = _param_distance(cfg["param_loss"], pred_w[have], whiten(params[have], fm), fm)
+    pts68 = batch["pts68"][..., :2]
+    have = torch.isfinite(pts68).all(dim=(1, 2))
+    if cfg["landmarks"] and have.any():
+        terms["landmarks"] = pct * (pred_pts[have, :, :2] - pts68[have]).norm(dim=-1).mean()
+    pts21 = batch["pts21"][:, IDX21]
+    visible = torch.isfinite(pts21[..., 0])
+    if cfg["pts21"] and visible.any():
+        terms["pts21"] = pct * masked_landmark_loss(pred_pts[:, IDX68, :2], torch.nan_to_num(pts21), visible,
+                                                    kind="wing")
+    yaw = batch["pose"][:, 0]
+    have = torch.isfinite(yaw)
+    if cfg["yaw"] and have.any():
+        pred_yaw = euler_angles(pred_raw[have])[:, 0]
+        terms["yaw"] = (pred_yaw - yaw[have]).abs().mean()
+    if cfg["distill"] and teacher_raw is not None:
+        terms["distill"] = _param_distance(cfg["distill_loss"], pred_w, whiten(teacher_raw.to(dev), fm), fm)
+    return terms
+
+
+def compute_loss(pred_w: torch.Tensor, batch: dict, fm: FaceModel, cfg: dict,
+                 teacher_raw: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The weighted total and each term's value (for logs)."""
+    terms = loss_terms(pred_w, batch, fm, cfg, teacher_raw)
+    total = sum(cfg[k] * v for k, v in terms.items()) if terms else pred_w.sum() * 0.0
+    return total, {k: float(v.detach()) for k, v in terms.items()}

@@ -1,0 +1,217 @@
+"""The trainer behind ``edgefa train``: YAML recipe -> best.pt / last.pt, resumable, DDP-aware.
+
+Under ``torchrun --nproc_per_node N -m edgefa train ...`` it runs DistributedDataParallel
+(NCCL on GPU, gloo on CPU) with a distributed sampler; rank 0 alone evaluates, logs and saves.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from edgefa.data.registry import create_dataset
+from edgefa.data.workers import single_thread_worker
+from edgefa.errors import EdgefaError
+from edgefa.evaluate import evaluate
+from edgefa.fileio import atomic_write_json, check_writable
+from edgefa.models.checkpoint import load_checkpoint, save_checkpoint
+from edgefa.models.registry import create_model
+from edgefa.predictor import TorchPredictor, to_model_input
+from training.config import load_config
+from training.data import CachedDataset, build_train_set
+from training.objectives import loss_terms
+from training.schedule import lr_at
+
+
+def resolve_face_model(name: str):
+    if name == "synthetic":
+        from edgefa.facemodel.synthetic import synthetic_face_model
+
+        return synthetic_face_model()
+    if name.split(":")[0] == "bfm68":
+        from edgefa.facemodel.bfm import load_bfm68
+        from edgefa.paths import find_bfm68
+
+        return load_bfm68(find_bfm68(name.partition(":")[2] or None))
+    raise EdgefaError(f"face_model: unknown '{name}' (valid: synthetic, bfm68[:DIR])")
+
+
+def make_optimizer(model, cfg: dict):
+    opt = cfg["optimizer"]
+    if opt["name"] == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=opt["lr"], weight_decay=opt["weight_decay"])
+    if opt["name"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=opt["lr"], momentum=opt["momentum"],
+                               weight_decay=opt["weight_decay"])
+    raise EdgefaError(f"optimizer.name: unknown '{opt['name']}' (valid: adamw, sgd)")
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            "python": torch.tensor(random.getstate()[1], dtype=torch.int64)}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+    random.setstate((3, tuple(int(v) for v in state["python"].tolist()), None))
+
+
+def weights_digest(model) -> str:
+    h = hashlib.sha256()
+    for value in model.state_dict().values():
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _device(cfg: dict, rank: int, world: int) -> str:
+    if cfg["device"] != "auto":
+        return cfg["device"]
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}" if world > 1 else "cuda"
+    return "cpu"
+
+
+def _pcgrad(optimizer):
+    from training.pcgrad import PCGrad
+
+    return PCGrad(optimizer)
+
+
+def train(cfg: dict, resume: str | None = None, progress: bool = True) -> dict:
+    rank, world = _distributed()
+    main_rank = rank == 0
+    out = Path(cfg["output"])
+    if main_rank:
+        check_writable(out / "last.pt", "run")  # fail before any work
+    torch.manual_seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+    random.seed(cfg["seed"])
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    device = _device(cfg, rank, world)
+    fm = resolve_face_model(cfg["face_model"])
+    model = create_model(cfg["model"]["name"], **cfg["model"]["cfg"]).to(device)
+    optimizer = make_optimizer(model, cfg)
+    teacher = None
+    if cfg["teacher"]:
+        from training.distill import Teacher
+
+        teacher = Teacher(cfg["teacher"], fm, device)
+    show = progress and main_rank
+    train_set, parts = build_train_set(cfg["data"]["train"], cfg["augment"], cfg["seed"], cfg["data"]["cache"],
+                                       cfg["data"]["workers"], show, fm.name)
+    val_set = create_dataset(cfg["data"]["val"]) if main_rank else None
+    if val_set is not None and cfg["data"]["cache"]:  # evaluated every epoch: render/decode it once
+        val_set = CachedDataset(val_set, cfg["data"]["workers"], show, desc="caching val")
+    start_epoch, best, history = 0, float("inf"), []
+    if resume:
+        state = load_checkpoint(resume)
+        for key in ("optimizer", "rng", "epoch", "history"):
+            if key not in state:
+                raise EdgefaError(f"{resume}: no '{key}' to resume from (use a last.pt)")
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        start_epoch, best, history = int(state["epoch"]), float(state["best"]), list(state["history"])
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if "cuda" in device else None)
+    surgery = _pcgrad(optimizer) if cfg["pcgrad"] else None
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg["seed"],
+                                 drop_last=True) if world > 1 else None
+    generator = torch.Generator()
+    per_rank = cfg["batch_size"] // world if world > 1 else cfg["batch_size"]
+    steps_per_epoch = max(1, math.ceil(len(train_set) / world / per_rank))
+    predictor = TorchPredictor(model, fm, cfg["name"], device)
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, cfg["epochs"]):
+        for part in parts:
+            part.set_epoch(epoch)
+        generator.manual_seed(cfg["seed"] * 1000 + epoch)  # the epoch's order does not depend on resuming
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_size=per_rank, shuffle=sampler is None, sampler=sampler,
+                            generator=generator, num_workers=cfg["data"]["workers"],
+                            drop_last=len(train_set) > per_rank, worker_init_fn=single_thread_worker)
+        net.train()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="batch", disable=None if show else True)
+        for step, batch in enumerate(bar):
+            lr = lr_at(epoch + step / steps_per_epoch, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = batch["image"].to(device)
+            teacher_raw = teacher(images) if teacher is not None else None
+            pred_w = net(to_model_input(images, model)).float()
+            terms = loss_terms(pred_w, batch, fm, cfg["loss"], teacher_raw)
+            weighted = [cfg["loss"][k] * v for k, v in terms.items()] or [pred_w.sum() * 0.0]
+            loss = sum(weighted)
+            if not torch.isfinite(loss):
+                raise EdgefaError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {step}; "
+                                  f"last good checkpoint kept in {out / 'last.pt'}")
+            optimizer.zero_grad(set_to_none=True)
+            if surgery is not None and len(weighted) > 1:
+                surgery.pc_backward(weighted)
+            else:
+                loss.backward()
+            terms = {k: float(v.detach()) for k, v in terms.items()}
+            optimizer.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+        if world > 1:
+            # DDP syncs buffers at each forward; after the last one BN statistics drift per rank
+            for buf in model.buffers():
+                dist.broadcast(buf, src=0)
+        if main_rank:
+            model.eval()
+            result = evaluate(predictor, val_set, batch=128, progress=False)
+            block = result.get("nme") or result.get("nme21")
+            if block is None:
+                raise EdgefaError(f"data.val {cfg['data']['val']}: has neither 68-point nor AFLW-21 labels to validate on")
+            metric = block["balanced_mean"]
+            history.append({"epoch": epoch + 1, "val_nme": round(metric, 4), "loss": round(loss.item(), 4),
+                            "terms": {k: round(v, 4) for k, v in terms.items()},
+                            "seconds": round(time.perf_counter() - t0, 1)})
+            print(f"epoch {epoch + 1}: val NME {metric:.3f} % (balanced), "
+                  + " ".join(f"{b} {v:.3f}" for b, v in block["bins"].items()), flush=True)
+            extra = {"config": cfg, "epoch": epoch + 1, "history": history,
+                     "metrics": {k: v for k, v in block.items() if k not in ("per_face", "ced")}}
+            if metric < best:
+                best = metric
+                save_checkpoint(out / "best.pt", model, fm, **extra)
+            save_checkpoint(out / "last.pt", model, fm, optimizer=optimizer.state_dict(), rng=_rng_state(),
+                            best=best, **extra)
+    summary = {"best_val_nme": best, "history": history, "output": str(out), "world_size": world}
+    if world > 1:
+        digests = [None] * world
+        dist.all_gather_object(digests, weights_digest(model))
+        summary["rank_weight_digests"] = digests
+        dist.destroy_process_group()
+    if main_rank:
+        atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def train_from_cli(config_path: str, overrides: list[str], resume: str | None = None, quiet: bool = False) -> int:
+    cfg = load_config(config_path, overrides)
+    summary = train(cfg, resume=resume, progress=not quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"best_val_nme": round(summary["best_val_nme"], 4), "output": summary["output"]}))
+    return 0
