@@ -48,7 +48,8 @@ def _merge(base: dict, update: dict, where: str, prefix: str = "") -> None:
     for key, value in update.items():
         full = prefix + key
         if full not in valid and not prefix.startswith("model.cfg."):
-            hint = closest(full, valid)
+            same_leaf = [k for k in valid if k.split(".")[-1] == key]
+            hint = same_leaf[0] if len(same_leaf) == 1 else closest(full, valid)
             raise EdgefaError(f"{where}: unknown config key '{full}'" + (f", did you mean '{hint}'?" if hint else ""))
         if key == "augment" and not value:
             base[key] = None  # augment: false switches it off

@@ -68,8 +68,10 @@ def _torch_load(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        what = f"it references {found.group(1)}" if found else "unsafe content"
-        raise EdgefaError(f"{path}: refused to load, holds more than tensors ({what})") from exc
+        if not found:  # garbage bytes also fail inside the weights-only unpickler
+            raise EdgefaError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from exc
+        raise EdgefaError(f"{path}: refused to load, holds more than tensors "
+                          f"(it references {found.group(1)})") from exc
     except Exception as exc:  # truncated zip, random bytes, ...: not a checkpoint
         raise EdgefaError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:160]})") from exc
 
