@@ -8,7 +8,6 @@ Alternates two linear problems, as in the classic 3DMM fitting recipe:
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from edgefa.facemodel.base import N_EXPR, N_LANDMARKS, N_POSE, N_SHAPE, FaceModel
