@@ -117,3 +117,37 @@ def test_distillation_from_the_peer_on_real_crops(tmp_path, capsys):
     terms = state["history"][0]["terms"]
     assert {"distill", "pts21", "landmarks"} <= set(terms)  # teacher, AFLW-21 points, synthetic 68 points
     assert state["face_model"]["name"] == "bfm68"
+
+
+def test_nan_loss_stops_with_batch_index_and_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    import training.trainer as trainer
+
+    real_terms = trainer.loss_terms
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        terms = real_terms(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:  # epoch 2 (3 batches an epoch), its second batch
+            terms["params"] = terms["params"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(trainer, "loss_terms", poisoned)
+    code = main(_tiny(tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2 and "loss is nan at epoch 2, batch 1" in err
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+
+
+def test_paper_step_schedule_and_cosine():
+    from training.schedule import lr_at
+
+    cfg = load_config("training/configs/multitask-mobilevit-s.yaml")
+    assert lr_at(0, cfg) == pytest.approx(1e-5)  # 1e-5 -> 5e-4 over 5 epochs
+    assert lr_at(2.5, cfg) == pytest.approx((1e-5 + 5e-4) / 2)
+    assert lr_at(5, cfg) == pytest.approx(5e-4) and lr_at(39.9, cfg) == pytest.approx(5e-4)
+    assert lr_at(40, cfg) == pytest.approx(1e-4) and lr_at(55, cfg) == pytest.approx(2e-5)  # /5 at 40, /25 at 50
+    quick = load_config(QUICK)
+    base = quick["optimizer"]["lr"]
+    assert lr_at(1, quick) == pytest.approx(base)  # end of the warm-up
+    assert lr_at(quick["epochs"], quick) == pytest.approx(base * quick["schedule"]["min_lr_ratio"])
