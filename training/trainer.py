@@ -30,6 +30,7 @@ from edgefa.predictor import TorchPredictor, to_model_input
 from training.config import load_config
 from training.data import CachedDataset, build_train_set
 from training.objectives import loss_terms
+from training.pcgrad import PCGrad
 from training.schedule import lr_at
 
 
@@ -90,12 +91,6 @@ def _device(cfg: dict, rank: int, world: int) -> str:
     return "cpu"
 
 
-def _pcgrad(optimizer):
-    from training.pcgrad import PCGrad
-
-    return PCGrad(optimizer)
-
-
 def train(cfg: dict, resume: str | None = None, progress: bool = True) -> dict:
     rank, world = _distributed()
     main_rank = rank == 0
@@ -135,7 +130,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True) -> dict:
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if "cuda" in device else None)
-    surgery = _pcgrad(optimizer) if cfg["pcgrad"] else None
+    surgery = PCGrad(optimizer) if cfg["pcgrad"] else None
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg["seed"],
                                  drop_last=True) if world > 1 else None
     generator = torch.Generator()
