@@ -91,7 +91,7 @@ def _device(cfg: dict, rank: int, world: int) -> str:
     return "cpu"
 
 
-def train(cfg: dict, resume: str | None = None, progress: bool = True) -> dict:
+def train(cfg: dict, resume: str | None = None, progress: bool = True, command: str | None = None) -> dict:
     rank, world = _distributed()
     main_rank = rank == 0
     out = Path(cfg["output"])
@@ -186,7 +186,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True) -> dict:
                             "seconds": round(time.perf_counter() - t0, 1)})
             print(f"epoch {epoch + 1}: val NME {metric:.3f} % (balanced), "
                   + " ".join(f"{b} {v:.3f}" for b, v in block["bins"].items()), flush=True)
-            extra = {"config": cfg, "epoch": epoch + 1, "history": history,
+            extra = {"config": cfg, "command": command, "epoch": epoch + 1, "history": history,
                      "metrics": {k: v for k, v in block.items() if k not in ("per_face", "ced")}}
             if metric < best:
                 best = metric
@@ -206,7 +206,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True) -> dict:
 
 def train_from_cli(config_path: str, overrides: list[str], resume: str | None = None, quiet: bool = False) -> int:
     cfg = load_config(config_path, overrides)
-    summary = train(cfg, resume=resume, progress=not quiet)
+    command = "edgefa train --config " + " ".join([config_path, *overrides] + (["--resume", resume] if resume else []))
+    summary = train(cfg, resume=resume, progress=not quiet, command=command)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"best_val_nme": round(summary["best_val_nme"], 4), "output": summary["output"]}))
     return 0

@@ -1,0 +1,110 @@
+"""Training report: each run's best model evaluated on AFLW2000-3D beside the peer.
+
+    python -m training.report runs/NAME [runs/NAME2 ...] --peer 3ddfa-v2-mb05:PATH \\
+        --data aflw2000-3d:PATH -o reports/training
+
+Writes ``OUT.md`` and ``OUT.json``: params, MACs, NME per yaw bin, balanced and plain mean, pose
+MAE, epochs, training wall time and the hardware/versions of this evaluation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from edgefa.data.registry import create_dataset
+from edgefa.evaluate import evaluate
+from edgefa.fileio import atomic_write_bytes, atomic_write_json, check_writable
+from edgefa.metrics import BIN_NAMES
+from edgefa.predictor import load_predictor
+from edgefa.profile import count_macs, count_params
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_facts() -> dict:
+    import onnxruntime
+    import timm
+
+    return {"cpu": _cpu_model(), "cores": torch.get_num_threads(), "os": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def row_for(spec: str, dataset, label: str, extra: dict) -> dict:
+    predictor = load_predictor(spec)
+    result = evaluate(predictor, dataset, progress=False)
+    blk = result["nme"]
+    return {"model": label, "spec": spec, "params": count_params(predictor.model),
+            "macs": count_macs(predictor.model), "input_size": predictor.input_size,
+            "nme_bins": blk["bins"], "nme_balanced": blk["balanced_mean"], "nme_plain": blk["plain_mean"],
+            "nme_bin_std": blk["bin_std"], "pose_mae": result.get("pose_mae"), **extra}
+
+
+def run_row(run: Path, dataset) -> dict:
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    history = state["history"]
+    cfg = state["config"]
+    extra = {"epochs_done": state["epoch"], "epochs_planned": cfg["epochs"],
+             "train_seconds": history[-1]["seconds"], "best_val": state["best"],
+             "train_device": str(cfg["device"]), "recipe": cfg["name"], "git_commit": state.get("git_commit"),
+             "train_command": state.get("command")}
+    return row_for(str(run / "best.pt"), dataset, cfg["model"]["name"], extra)
+
+
+def to_markdown(rows: list[dict], facts: dict, command: str, data: str) -> str:
+    head = ("| model | params (M) | MACs (M) | " + " | ".join(BIN_NAMES) +
+            " | balanced | plain | yaw | pitch | roll | pose mean | epochs | train time |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        p = r["pose_mae"] or {}
+        epochs = f"{r['epochs_done']}/{r['epochs_planned']}" if "epochs_done" in r else "peer"
+        t = f"{r['train_seconds'] / 60:.0f} min" if "train_seconds" in r else ""
+        lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
+                     + " | ".join(f"{r['nme_bins'][b]:.3f}" for b in BIN_NAMES)
+                     + f" | **{r['nme_balanced']:.3f}** | {r['nme_plain']:.3f} | {p.get('yaw', float('nan')):.2f}"
+                       f" | {p.get('pitch', float('nan')):.2f} | {p.get('roll', float('nan')):.2f} | "
+                       f"{p.get('mean', float('nan')):.2f} | {epochs} | {t} |")
+    facts_md = ", ".join(f"{k} {v}" for k, v in facts.items())
+    trained = [f"- {r['model']}: `{r['train_command']}`" for r in rows if r.get("train_command")]
+    return (f"Evaluated on `{data}` with edgefa's AFLW2000-3D evaluator (NME %, 68 points, 2D, "
+            f"sqrt(w*h) of the ground-truth box; pose MAE in degrees over faces with |yaw| <= 99).\n\n"
+            f"Command: `{command}`\n\nEvaluation machine: {facts_md}.\n\n" + "\n".join(lines) + "\n"
+            + ("\nTrained with:\n" + "\n".join(trained) + "\n" if trained else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Evaluate training runs on AFLW2000-3D beside the peer.")
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--peer", help="a peer model spec evaluated the same way, e.g. 3ddfa-v2-mb05:PATH")
+    parser.add_argument("-o", "--out", required=True, help="output path without suffix")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    check_writable(out.with_suffix(".md"), "report")
+    dataset = create_dataset(args.data)
+    rows = [row_for(args.peer, dataset, "3DDFA-V2 mb05 (peer)", {})] if args.peer else []
+    rows += [run_row(run, dataset) for run in args.runs]
+    facts = machine_facts()
+    command = "python -m training.report " + " ".join(sys.argv[1:] if argv is None else argv)
+    atomic_write_json(out.with_suffix(".json"), {"command": command, "machine": facts, "data": args.data,
+                                                 "rows": rows})
+    atomic_write_bytes(out.with_suffix(".md"), to_markdown(rows, facts, command, args.data).encode())
+    print(json.dumps([{k: r[k] for k in ("model", "nme_balanced")} for r in rows]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
