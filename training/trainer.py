@@ -130,7 +130,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if "cuda" in device else None)
-    surgery = PCGrad(optimizer) if cfg["pcgrad"] else None
+    surgery = PCGrad(optimizer, seed=cfg["seed"]) if cfg["pcgrad"] else None
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg["seed"],
                                  drop_last=True) if world > 1 else None
     generator = torch.Generator()
