@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import time
 
 from torch.utils.data import DataLoader
@@ -27,12 +28,18 @@ def main() -> None:
     dataset = SyntheticFaces(n=args.n, seed=args.seed, size=args.size)
     loader = DataLoader(dataset, batch_size=50, num_workers=args.workers,
                         worker_init_fn=single_thread_worker)
+    load_before = os.getloadavg()[0]  # other work on the machine slows this down: say how much
     start = time.perf_counter()
     count = sum(len(batch["image"]) for batch in loader)
     seconds = time.perf_counter() - start
+    del loader  # joins the workers, so their CPU time is counted below
+    worker_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_ms = (worker_cpu.ru_utime + worker_cpu.ru_stime) * 1000 / count
     print(f"rendered {count} synthetic {args.size}x{args.size} faces with {args.workers} workers in "
           f"{seconds:.1f} s ({count / seconds:.0f} images/s) on {os.cpu_count()} CPUs, "
-          f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+          f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
+          f"1-min load average {load_before:.1f} before; workers used {cpu_ms:.1f} CPU ms per image "
+          f"(start-up included), i.e. ~{count * cpu_ms / 1000 / args.workers:.0f} s on {args.workers} idle cores")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
     python benchmarks/contact_sheet.py reports/synthetic-contact-sheet.png [--landmarks] [--seed 0]
     python benchmarks/contact_sheet.py /tmp/poses.png --pose-sweep   # clean renders, yaw/pitch grid
 
+``--palette N`` stores N colours (a paletted PNG, ~4x smaller; needs Pillow, which torchvision
+brings), e.g. ``--palette 192`` keeps the committed 8x8 sheet under 400 KB.
 ``--landmarks`` also writes ``<name>-landmarks.png`` with the 68 labels drawn on the same faces.
 ``--pose-sweep`` renders one face per cell at fixed poses (yaw -90..90 across, pitch/expressions
 down) with no occluders, to judge the geometry.
@@ -23,13 +25,24 @@ from edgefa.facemodel.synthetic import synthetic_face_model
 
 def draw_landmarks(image: np.ndarray, pts: np.ndarray, scale: int = 2) -> np.ndarray:
     big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    groups = [(range(0, 17), (255, 255, 0)), (range(17, 27), (0, 255, 255)), (range(27, 36), (0, 255, 0)),
+    groups = [(range(17), (255, 255, 0)), (range(17, 27), (0, 255, 255)), (range(27, 36), (0, 255, 0)),
               (range(36, 48), (255, 0, 255)), (range(48, 68), (0, 0, 255))]
     for idx, colour in groups:
         for k in idx:
             x, y = (pts[k, :2] + 0.5) * scale - 0.5
-            cv2.circle(big, (int(round(x * 4)), int(round(y * 4))), 4, colour, -1, cv2.LINE_AA, 2)
+            cv2.circle(big, (round(x * 4), round(y * 4)), 4, colour, -1, cv2.LINE_AA, 2)
     return cv2.resize(big, image.shape[1::-1], interpolation=cv2.INTER_AREA)
+
+
+def save_png(path: Path, image: np.ndarray, palette: int = 0) -> None:
+    if palette:
+        from PIL import Image
+
+        rgb = Image.fromarray(np.ascontiguousarray(image[:, :, ::-1]))
+        rgb.quantize(palette, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    else:
+        cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
 
 
 def pose_sweep_params(fm, rows: int, cols: int) -> list[np.ndarray]:
@@ -63,6 +76,7 @@ def main(argv=None):
     parser.add_argument("--grid", type=int, default=8)
     parser.add_argument("--landmarks", action="store_true")
     parser.add_argument("--pose-sweep", action="store_true")
+    parser.add_argument("--palette", type=int, default=0, help="quantise to this many colours (0: off)")
     args = parser.parse_args(argv)
     n = args.grid * args.grid
     fm = synthetic_face_model()
@@ -80,13 +94,10 @@ def main(argv=None):
         return np.concatenate(rows, 0)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), sheet(images), [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KB)")
+    save_png(args.out, sheet(images), args.palette)
     if args.landmarks:
         marked = args.out.with_name(args.out.stem + "-landmarks" + args.out.suffix)
-        cv2.imwrite(str(marked), sheet([draw_landmarks(im, p) for im, p in zip(images, points)]),
-                    [cv2.IMWRITE_PNG_COMPRESSION, 9])
-        print(f"wrote {marked} ({marked.stat().st_size / 1024:.0f} KB)")
+        save_png(marked, sheet([draw_landmarks(im, p) for im, p in zip(images, points)]), args.palette)
 
 
 if __name__ == "__main__":

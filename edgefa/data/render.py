@@ -33,6 +33,8 @@ def _mesh_tables(dense: DenseMesh) -> dict:
     part = np.asarray(ex.get("part", np.zeros(n)), dtype=np.int64)
     return {
         "tris": tris,
+        "basis": np.concatenate([dense.shape_basis, dense.expr_basis], 1).astype(np.float32),
+        "mean": dense.mean.reshape(-1).astype(np.float32),
         "incidence": incidence,
         "neck_tri": part[tris[:, 0]] == 2,
         "names": list(ex.get("region_names", ("skin",))),
@@ -47,9 +49,9 @@ def _mesh_tables(dense: DenseMesh) -> dict:
 
 def model_vertices(params: np.ndarray, dense: DenseMesh) -> np.ndarray:
     """Model-space vertices (N, 3) for raw params (shape and expression only)."""
-    a_shp, a_exp = params[12:52].astype(np.float64), params[52:62].astype(np.float64)
-    flat = dense.mean.reshape(-1) + dense.shape_basis @ a_shp + dense.expr_basis @ a_exp
-    return flat.reshape(-1, 3)
+    tables = _mesh_tables(dense)
+    flat = tables["mean"] + tables["basis"] @ np.asarray(params[12:62], dtype=np.float32)
+    return flat.reshape(-1, 3).astype(np.float64)
 
 
 def pose_vertices(verts: np.ndarray, params: np.ndarray) -> np.ndarray:
@@ -75,10 +77,11 @@ def _vertex_albedo(tables: dict, look: dict) -> np.ndarray:
         albedo = _mix(albedo, look["brow"], np.clip(f["brow"] * look["brow_strength"], 0, 1))
     if "nostril" in f:
         albedo = _mix(albedo, look["colours"]["mouth"], f["nostril"] * 0.85)
-    if "beard" in f and look["beard"] > 0:
-        albedo = _mix(albedo, look["hair"], np.clip(f["beard"] * look["beard"], 0, 1))
+    if "beard" in f and look["beard"] > 0:  # stubble to a full beard, patchy
+        patchy = np.clip(0.75 + 0.3 * tables["noise"][:, 1], 0, 1)
+        albedo = _mix(albedo, look["hair"], np.clip(f["beard"] * look["beard"] * patchy, 0, 0.9))
     if "hair" in f:
-        hair = np.clip((f["hair"] - look["hairline"]) / 3.0, 0, 1) * look["has_hair"]
+        hair = np.clip((f["hair"] - look["hairline"]) / 5.0, 0, 1) * look["has_hair"]
         albedo = _mix(albedo, look["hair"] * (1 + 0.25 * tables["noise"][:, :1]), hair)
     if "cavity" in f:
         albedo = albedo * np.exp(-look["cavity_gain"] * np.clip(f["cavity"], 0, 6))[:, None]
@@ -106,13 +109,16 @@ def rasterize(crop_xyz: np.ndarray, tables: dict, size: int, ss: int):
     v0, v1, v2 = (crop_xyz[tris[:, k]] for k in range(3))
     # visible iff the posed normal points at the camera (+z); y is flipped in crop pixels
     cross_z = (v1[:, 0] - v0[:, 0]) * (v2[:, 1] - v0[:, 1]) - (v1[:, 1] - v0[:, 1]) * (v2[:, 0] - v0[:, 0])
+    big = size * ss
     visible = cross_z < 0
+    lo, hi = np.minimum(np.minimum(v0, v1), v2), np.maximum(np.maximum(v0, v1), v2)
+    visible &= (hi[:, 0] * ss > -1) & (lo[:, 0] * ss < big) & (hi[:, 1] * ss > -1) & (lo[:, 1] * ss < big)
     depth = (v0[:, 2] + v1[:, 2] + v2[:, 2]) / 3
     depth = np.where(tables["neck_tri"], depth - 1e6, depth)  # the neck never covers the head
     order = np.flatnonzero(visible)
     order = order[np.argsort(depth[order], kind="stable")]
     fixed = np.round(xy[tris[order]] * (1 << SUBPIXEL_BITS)).astype(np.int32)
-    ids = np.full((size * ss, size * ss), -1, dtype=np.int32)
+    ids = np.full((big, big), -1, dtype=np.int32)
     fill = cv2.fillConvexPoly
     for tri, pts in zip(order.tolist(), fixed):
         fill(ids, pts, tri, cv2.LINE_8, SUBPIXEL_BITS)
@@ -155,9 +161,10 @@ def render_face(params: np.ndarray, fm: FaceModel, rng: np.random.Generator, siz
     image = scene.background(rng, big)
 
     verts = _hair_volume(model_vertices(params, dense), tables, look)
-    posed = pose_vertices(verts, params) * [1, 1, 1]
-    crop = to_crop(posed, size)
-    crop = crop * [size / fm.size, size / fm.size, 1] if size != fm.size else crop
+    posed = pose_vertices(verts, params)
+    crop = to_crop(posed, fm.size)
+    if size != fm.size:  # render the same crop at another resolution (pixel centres scale about -0.5)
+        crop = np.concatenate([(crop[:, :2] + 0.5) * (size / fm.size) - 0.5, crop[:, 2:]], 1)
     ids, xy = rasterize(crop, tables, size, supersample)
     scene.draw_shoulders(image, rng, crop, tables, supersample, look)
 
@@ -170,14 +177,12 @@ def render_face(params: np.ndarray, fm: FaceModel, rng: np.random.Generator, siz
     face_n = np.cross(posed[tris[:, 1]] - posed[tris[:, 0]], posed[tris[:, 2]] - posed[tris[:, 0]])
     vert_n = tables["incidence"] @ face_n
     vert_n /= np.maximum(np.linalg.norm(vert_n, axis=1, keepdims=True), 1e-9)
-    albedo = _vertex_albedo(tables, look)
-    spec = scene.vertex_specular(tables, look)
+    attributes = np.concatenate([vert_n, _vertex_albedo(tables, look), scene.vertex_specular(tables, look)], 1)
     corners = tris[tri_ids]
-    interp = lambda values: np.einsum("pk,pkc->pc", bary, values[corners])  # noqa: E731
-    normals = interp(vert_n)
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-9)
-    rgb = shade(normals, interp(albedo), interp(spec), look)
+    pixel = sum(bary[:, k:k + 1] * attributes[corners[:, k]] for k in range(3))
+    normals = pixel[:, :3] / np.maximum(np.linalg.norm(pixel[:, :3], axis=1, keepdims=True), 1e-9)
+    rgb = shade(normals, pixel[:, 3:6], pixel[:, 6:8], look)
     image[py, px] = rgb[:, ::-1]  # RGB -> BGR
 
-    scene.draw_occluders(image, rng, crop[dense.landmark_index, :2] * supersample, occlusion, look)
+    scene.draw_occluders(image, rng, xy[dense.landmark_index], occlusion, look)
     return scene.finish(image, rng, size)

@@ -91,7 +91,9 @@ def vertex_specular(tables, look) -> np.ndarray:
 
 
 def _random_colour(rng):
-    return rng.uniform(0, 1, 3) ** rng.uniform(0.6, 1.6)
+    colour = rng.uniform(0, 1, 3) ** rng.uniform(0.6, 1.6)
+    grey = colour.mean()
+    return grey + (colour - grey) * rng.uniform(0.15, 0.9)  # everyday scenes are rarely saturated
 
 
 def background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -187,8 +189,8 @@ def _blob(image, rng, anchor, face, colour, _):
 
 
 def _box(image, rng, anchor, face, colour, _):
-    box = ((float(anchor[0]), float(anchor[1])), (float(face * rng.uniform(0.15, 0.6)), float(face * rng.uniform(0.3, 1.2))),
-           float(rng.uniform(0, 180)))
+    sides = (float(face * rng.uniform(0.15, 0.6)), float(face * rng.uniform(0.3, 1.2)))
+    box = ((float(anchor[0]), float(anchor[1])), sides, float(rng.uniform(0, 180)))
     mask = np.zeros(image.shape[:2], np.uint8)
     cv2.fillConvexPoly(mask, cv2.boxPoints(box).astype(np.int32), 1)
     _shaded_fill(image, mask > 0, colour, rng)
@@ -260,6 +262,6 @@ def finish(image, rng, size) -> np.ndarray:
         image = image + rng.normal(0, rng.uniform(0.003, 0.025), image.shape).astype(np.float32)
     out = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
     if rng.random() < 0.5:
-        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 95))])
+        _, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 95))])
         out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     return out

@@ -25,9 +25,18 @@ CENTRE_JITTER_SD, CENTRE_JITTER_MAX = 2.0, 5.0  # pixels
 
 
 def rotation_matrices(yaw, pitch, roll) -> np.ndarray:
-    """(n,) degrees -> (n, 3, 3) rotations, AFLW2000-3D Pose_Para convention (``geometry``)."""
-    angles = np.stack([np.asarray(a, dtype=np.float64) for a in (yaw, pitch, roll)], axis=-1).reshape(-1, 3)
-    return geometry.euler_to_rotation(angles)
+    """(n,) degrees -> (n, 3, 3): ``geometry.euler_to_rotation`` in numpy, which is ~50x faster
+    for the 20,000 draws of the parameter statistics (tests pin the two together)."""
+    y, p, r = (np.radians(np.asarray(a, dtype=np.float64).reshape(-1)) for a in (yaw, pitch, roll))
+    one, zero = np.ones_like(y), np.zeros_like(y)
+
+    def mat(*entries):
+        return np.stack(entries, -1).reshape(-1, 3, 3)
+
+    rx = mat(one, zero, zero, zero, np.cos(p), -np.sin(p), zero, np.sin(p), np.cos(p))
+    ry = mat(np.cos(y), zero, np.sin(y), zero, one, zero, -np.sin(y), zero, np.cos(y))
+    rz = mat(np.cos(r), -np.sin(r), zero, np.sin(r), np.cos(r), zero, zero, zero, one)
+    return (rz @ ry @ rx).transpose(0, 2, 1)
 
 
 def sample_expressions(rng: np.random.Generator, n: int) -> np.ndarray:

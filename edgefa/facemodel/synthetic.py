@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import scipy.sparse as sp
 
 from edgefa.facemodel import synthetic_bases as bases
 from edgefa.facemodel import synthetic_layout as lay
@@ -33,8 +34,6 @@ def _cavity(verts: np.ndarray, tris: np.ndarray, normals: np.ndarray) -> np.ndar
     n = len(verts)
     edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
     edges = np.concatenate([edges, edges[:, ::-1]])
-    import scipy.sparse as sp
-
     adj = sp.csr_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
     adj.data[:] = 1.0
     degree = np.asarray(adj.sum(1)).ravel()
@@ -52,7 +51,7 @@ def _paint_fields(rest: np.ndarray, front: np.ndarray, part: np.ndarray) -> dict
     """Per-vertex region labels and paint densities for the renderer (from the designed layout)."""
     x, y = rest[:, 0], rest[:, 1]
     on_face = (front > 0.5) & (part == PART_HEAD)
-    u, s, in_eye = lay.eye_coords(x, y)
+    u, _, in_eye = lay.eye_coords(x, y)
     upper, _ = lay.eye_lids(u)
     upper_lip, lower_lip, opening, t = lay.mouth_coords(x, y)
     region = np.full(len(rest), lay.REGION["skin"], dtype=np.int8)
@@ -61,7 +60,7 @@ def _paint_fields(rest: np.ndarray, front: np.ndarray, part: np.ndarray) -> dict
     region[on_face & in_eye] = lay.REGION["sclera"]
     region[on_face & (upper_lip | lower_lip)] = lay.REGION["lips"]
     region[on_face & opening] = lay.REGION["mouth"]
-    region[on_face & opening & (t < 0.3)] = lay.REGION["teeth"]
+    region[on_face & opening & ((t < 0.28) | (t > 0.88))] = lay.REGION["teeth"]
     region[part == PART_EAR] = lay.REGION["ear"]
     region[part == PART_NECK] = lay.REGION["neck"]
     eye_uv = np.full((len(rest), 2), 99.0, dtype=np.float32)
@@ -81,11 +80,15 @@ def _paint_fields(rest: np.ndarray, front: np.ndarray, part: np.ndarray) -> dict
     }
 
 
-def _build_dense(seed: int) -> tuple[DenseMesh, np.ndarray]:
+def _build_dense(seed: int) -> DenseMesh:
     head = mesh.head_points()
-    head_tris = mesh.triangulate_star(head)
     base_normals = mesh.sdf_normals(head)
     front = lay.smoothstep(0.15, 0.5, base_normals[:, 2]) * (head[:, 2] > 0)
+    # triangulate with the mouth held open: the rows across the closed opening are a fraction of
+    # a millimetre apart at rest and would otherwise be joined across each other
+    opened = head.copy()
+    opened[:, 1] -= 6.0 * front * lay.jaw_weight(head[:, 0], head[:, 1]) * lay.smoothstep(-100.0, -60.0, head[:, 1])
+    head_tris = mesh.triangulate_star(opened)
     rest = head.copy()
     rest[:, 2] += lay.relief(head[:, 0], head[:, 1]) * front
     parts, tris, fronts = [rest], [head_tris], [front]
@@ -105,12 +108,12 @@ def _build_dense(seed: int) -> tuple[DenseMesh, np.ndarray]:
     normals = _vertex_normals(verts, tris)
     extras = _paint_fields(verts, front, part)
     cavity = _cavity(verts, tris, normals) + 0.3 * np.concatenate(bowl)
+    cavity += np.where(part == PART_NECK, 3.0 * lay.smoothstep(-150.0, -85.0, verts[:, 1]), 0.0)  # chin shadow
     extras.update(part=part.astype(np.int8), front=front.astype(np.float32),
                   cavity=cavity.astype(np.float32), rest_normals=normals.astype(np.float32))
     shape_basis, expr_basis = bases.build_bases(verts, front, part, extras, seed)
-    dense = DenseMesh(mean=verts.astype(np.float32), shape_basis=shape_basis, expr_basis=expr_basis,
-                      triangles=tris, landmark_index=np.arange(68), extras=extras)
-    return dense, front
+    return DenseMesh(mean=verts.astype(np.float32), shape_basis=shape_basis, expr_basis=expr_basis,
+                     triangles=tris, landmark_index=np.arange(68), extras=extras)
 
 
 def _rows(basis: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -121,13 +124,14 @@ def _rows(basis: np.ndarray, index: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def synthetic_face_model(seed: int = 0) -> FaceModel:
     """The procedural face model (deterministic for a seed; cached, so treat it as read-only)."""
-    dense, _ = _build_dense(seed)
+    dense = _build_dense(seed)
     idx = dense.landmark_index
-    sparse = dict(mean=dense.mean[idx].copy(), shape_basis=_rows(dense.shape_basis, idx),
-                  expr_basis=_rows(dense.expr_basis, idx))
+    sparse = {"mean": dense.mean[idx].copy(), "shape_basis": _rows(dense.shape_basis, idx),
+              "expr_basis": _rows(dense.expr_basis, idx)}
     provisional = FaceModel(f"synthetic-{seed}", **sparse, param_mean=np.zeros(N_PARAMS, np.float32),
                             param_std=np.ones(N_PARAMS, np.float32), size=120, dense=dense)
-    from edgefa.data.synthetic import sample_params_batch  # the sampler lives with the dataset
+    # the sampler lives with the dataset, which imports this module: import it late
+    from edgefa.data.synthetic import sample_params_batch
 
     draws = sample_params_batch(np.random.default_rng(PARAM_STATS_SEED), provisional, PARAM_STATS_SAMPLES)
     mean, std = draws.mean(0).astype(np.float32), draws.std(0).astype(np.float32)

@@ -95,6 +95,16 @@ def mouth_coords(x, y):
     return upper_lip, lower_lip, opening, t
 
 
+def jaw_weight(x, y):
+    """How much a front point moves with the lower jaw: 0 above the mouth, t across the opening,
+    1 on the lower lip and chin; beside the mouth it ramps down the cheek."""
+    _, iu, il, _ = lip_lines(x)
+    _, _, _, t = mouth_coords(x, y)
+    column = 1 - smoothstep(MOUTH_W - 4.0, MOUTH_W + 10.0, np.abs(x))
+    in_mouth = np.where(y >= iu, 0.0, np.where(y <= il, 1.0, np.clip(t, 0, 1)))
+    return column * in_mouth + (1 - column) * smoothstep(-32.0, -60.0, y)
+
+
 # --- landmarks ---------------------------------------------------------------------------------
 def landmark_targets() -> np.ndarray:
     """Front-plane (x, y) of landmarks 17-67 (iBUG order); rows 0-16 (the jaw) are NaN here."""
@@ -189,11 +199,11 @@ def relief(x, y):
     z += 6.0 * _gauss(ax, y, 0.0, -76.0, 15.0, 9.0)  # chin
     z -= 2.5 * _gauss(ax, y, 0.0, -59.0, 13.0, 3.5)  # mentolabial sulcus
     z -= 1.5 * _gauss(ax, y, 27.0, -30.0, 4.0, 12.0) * smoothstep(5.0, 20.0, ax)  # nasolabial fold
-    z += _nose(x, y) + _lips(x, y) + _eye_relief(x, y)
+    z += nose_relief(x, y) + _lips(x, y) + _eye_relief(x, y)
     return z
 
 
-def _nose(x, y):
+def nose_relief(x, y):
     ax = np.abs(x)
     # dorsum height over the face, rising from the nasion to the tip, then the columella underneath
     above = 4.0 + 23.0 * np.clip((28.0 - y) / 33.5, 0, 1) ** 1.1
@@ -214,7 +224,7 @@ def _lips(x, y):
     taper = np.sqrt(np.clip(1 - (ax / MOUTH_W) ** 2, 0, 1))
     s_up = np.clip((y - iu) / np.maximum(ou - iu, 1e-3), 0, 1)
     s_lo = np.clip((il - y) / np.maximum(il - ol, 1e-3), 0, 1)
-    upper, lower, opening, t = mouth_coords(x, y)
+    upper, lower, opening, _ = mouth_coords(x, y)
     z = np.where(upper, 3.2 * taper * np.sin(np.pi * (0.15 + 0.85 * s_up)) ** 0.7, 0.0)
     z = np.where(lower, 4.2 * taper * np.sin(np.pi * (0.1 + 0.9 * s_lo)) ** 0.7, z)
     # the closed mouth opening is a groove behind both lips
@@ -223,7 +233,7 @@ def _lips(x, y):
 
 
 def _eye_relief(x, y):
-    u, s, inside = eye_coords(x, y)
+    u, _, inside = eye_coords(x, y)
     upper, lower = eye_lids(u)
     ball = _eyeball(x, y)
     above = np.maximum(y - upper, 0.0)

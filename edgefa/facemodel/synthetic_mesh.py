@@ -76,11 +76,16 @@ def ray_hits(dirs: np.ndarray, iters: int = 20) -> np.ndarray:
     return dirs * (0.5 * (lo + hi))[:, None]
 
 
+def _z_columns(xy: np.ndarray, zs: np.ndarray) -> np.ndarray:
+    """(n, 2) front-plane points x (m,) depths -> (n, m, 3) points along z."""
+    depth = np.broadcast_to(zs[None, :, None], (len(xy), len(zs), 1))
+    return np.concatenate([np.repeat(xy[:, None], len(zs), 1), depth], -1)
+
+
 def front_hits(xy: np.ndarray, step: float = 6.0) -> np.ndarray:
     """First surface point seen from the front (+z) at each front-plane (x, y): a height field."""
     zs = np.arange(140.0, -130.0, -step)
-    pts = np.concatenate([np.repeat(xy[:, None], len(zs), 1), np.broadcast_to(zs[None, :, None], (len(xy), len(zs), 1))], -1)
-    inside = head_sdf(pts) < 0
+    inside = head_sdf(_z_columns(xy, zs)) < 0
     first = np.argmax(inside, axis=1)
     if not inside[np.arange(len(xy)), first].all():
         raise ValueError("front_hits: a point misses the head")
@@ -105,8 +110,7 @@ def jaw_landmarks(inset: float = 2.0) -> np.ndarray:
     for _ in range(16):
         mid = 0.5 * (lo + hi)
         xy = centre + ray * mid[:, None]
-        pts = np.concatenate([np.repeat(xy[:, None], len(zs), 1), np.broadcast_to(zs[None, :, None], (len(psi), len(zs), 1))], -1)
-        hit = head_sdf(pts).min(axis=1) < 0
+        hit = head_sdf(_z_columns(xy, zs)).min(axis=1) < 0
         lo, hi = np.where(hit, mid, lo), np.where(hit, hi, mid)
     outline = centre + ray * (0.5 * (lo + hi) - inset)[:, None]
     # start/end where the outline crosses y = 20 (ear level), then 17 points evenly by arc length
@@ -154,30 +158,32 @@ def _mirror(pts):
 
 def face_point_groups():
     """Designed front-plane points, most important first: (name, (n, 2) xy, min distance to kept)."""
-    eye = lay.eye_outline(60)  # counter-clockwise? upper lid inner->outer then lower outer->inner
     groups = [("landmarks", None, 0.0)]
-    # the left eye outline runs clockwise in (x, y) for x > 0 (upper lid first, left to right)
-    eye_rings = [offset_polyline(eye, off, True, 1.0) for off in (-0.35, 0.35, 1.3)]
+    # the left eye outline runs clockwise in (x, y): positive offsets are outside the opening
+    eye = lay.eye_outline(60)
+    eye_rings = [offset_polyline(eye, off, True, 1.2) for off in (-0.35, 0.35, 1.3)]
     groups.append(("eye rings", _mirror(np.concatenate(eye_rings)), 0.25))
-    inner = hex_grid((lay.EYE_INNER[0], 20.0), (lay.EYE_OUTER[0], 36.0), 1.1)
+    inner = hex_grid((lay.EYE_INNER[0], 20.0), (lay.EYE_OUTER[0], 36.0), 1.25)
     _, s, inside = lay.eye_coords(inner[:, 0], inner[:, 1])
     groups.append(("eye interior", _mirror(inner[inside & (np.abs(s) < 0.8)]), 0.6))
 
     xs = np.linspace(-lay.MOUTH_W, lay.MOUTH_W, 81)
-    ou, iu, il, ol = lay.lip_lines(xs)
+    ou, _, _, ol = lay.lip_lines(xs)
     lips = []
     for line, sign in ((ou, 1), (ol, -1)):
         poly = np.stack([xs, line], 1)
         lips += [offset_polyline(poly, off * sign, False, 1.1) for off in (0.35, -0.35)]
-    xi = np.linspace(-lay.MOUTH_INNER_W + 0.3, lay.MOUTH_INNER_W - 0.3, 40)
-    _, iu_i, il_i, _ = lay.lip_lines(xi)
-    for frac in (-0.3, 0.25, 0.5, 0.75, 1.3):  # band rows (t) plus one ring inside each lip
-        lips.append(np.stack([xi, iu_i + frac * (il_i - iu_i)], 1))
     groups.append(("lip rings", np.concatenate(lips), 0.3))
-    groups.append(("lips", hex_grid((-26, -56), (26, -31), 2.0), 1.2))
-    groups.append(("nose", hex_grid((-19, -23), (19, 32), 2.3), 1.4))
-    groups.append(("eyes", _mirror(hex_grid((12, 16), (54, 40), 2.5)), 1.5))
-    groups.append(("brows", _mirror(hex_grid((14, 38), (59, 54), 3.0)), 1.8))
+    # rows across the (closed) mouth opening: they spread out when the jaw drops; the close pairs
+    # at t = 0.26/0.3 and 0.86/0.9 keep the teeth edges sharp (see synthetic_layout.mouth_coords)
+    xi = np.linspace(-lay.MOUTH_INNER_W + 0.3, lay.MOUTH_INNER_W - 0.3, 30)
+    _, iu_i, il_i, _ = lay.lip_lines(xi)
+    rows = [np.stack([xi, iu_i + t * (il_i - iu_i)], 1) for t in (-0.3, 0.12, 0.26, 0.3, 0.5, 0.7, 0.86, 0.9, 1.3)]
+    groups.append(("mouth rows", np.concatenate(rows), 0.02))
+    groups.append(("lips", hex_grid((-26, -56), (26, -31), 2.2), 1.3))
+    groups.append(("nose", hex_grid((-19, -23), (19, 32), 2.5), 1.5))
+    groups.append(("eyes", _mirror(hex_grid((12, 16), (54, 40), 2.8)), 1.7))
+    groups.append(("brows", _mirror(hex_grid((14, 38), (59, 54), 3.3)), 2.0))
     return groups
 
 
@@ -195,7 +201,7 @@ def _thin(points: np.ndarray, kept: np.ndarray | None, min_dist: float) -> np.nd
     return np.delete(points, sorted(drop), axis=0)
 
 
-def head_points(spacings=(4.0, 5.5, 8.0, 12.0)):
+def head_points(spacings=(4.4, 7.0, 9.0, 12.0)):
     """Surface points of the head: designed face points, then multi-resolution skull points.
 
     Returns points (N, 3) on the smooth head; the first 68 are the landmarks in iBUG order.
@@ -209,8 +215,8 @@ def head_points(spacings=(4.0, 5.5, 8.0, 12.0)):
         n = int(4 * np.pi * 110.0 ** 2 / (0.866 * spacing ** 2))
         pts = ray_hits(fibonacci_directions(n))
         x, y, z = pts.T
-        face = (np.abs(x) < 60) & (y > -100) & (y < 62) & (z > 30)
-        sides = (y > -110) & (y < 62) & (z > -25) & ~face
+        face = (np.abs(x) < 60) & (y > -100) & (y < 100) & (z > 30)
+        sides = (y > -110) & (y < 80) & (z > -25) & ~face
         band = (y < 95) & (z > -55) & ~sides & ~face
         zone = (face, sides, band, ~(face | sides | band))[level]
         kept = np.concatenate([kept, _thin(pts[zone], kept, 0.62 * spacing)])
@@ -246,7 +252,7 @@ def surface_x(y: float, z: float) -> float:
     return lo
 
 
-def ear_mesh(side: int, n_angles: int = 28):
+def ear_mesh(side: int, n_angles: int = 22):
     """A closed, lens-shaped ear on the side of the head (side = +1 left, -1 right).
 
     Returns vertices (N, 3), triangles and a per-vertex 'bowl' depth (the concha, for shading).
@@ -291,7 +297,7 @@ def ear_mesh(side: int, n_angles: int = 28):
     return verts, tris, bowl_all
 
 
-def neck_mesh(n_angles: int = 28, n_rings: int = 12):
+def neck_mesh(n_angles: int = 24, n_rings: int = 10):
     """An elliptic neck from inside the head down out of any crop, leaning back as it goes down."""
     ys = -45.0 - 205.0 * np.linspace(0, 1, n_rings) ** 1.4
     ang = np.linspace(0, 2 * np.pi, n_angles, endpoint=False)
