@@ -20,7 +20,7 @@ def _cmd_eval(args) -> int:
         check_writable(args.json, "--json")
     if args.threads:
         torch.set_num_threads(args.threads)
-    predictor = load_predictor(args.model)
+    predictor = load_predictor(args.model, threads=args.threads or None)
     dataset = create_dataset(args.data)
     result = {"model": args.model, "data": args.data, "edgefa": __version__}
     result.update(evaluate(predictor, dataset, batch=args.batch, workers=args.workers, progress=not args.quiet))
@@ -46,6 +46,18 @@ def _cmd_train(args) -> int:
     return train_from_cli(args.config, args.overrides, resume=args.resume, quiet=args.quiet)
 
 
+def _cmd_export(args) -> int:
+    from converters.export import format_rows, run_export
+
+    rows, summary = run_export(args.model, args.formats, args.precision, args.output, calib_data=args.calib_data,
+                      calib_n=args.calib_n, parity_data=args.parity_data, parity_n=args.parity_n,
+                      postprocess=args.postprocess, input_color=args.input_color, int8_io=args.int8_io,
+                      threads=args.threads, name=args.name)
+    print(format_rows(rows))
+    print(f"summary: {summary}")
+    return 0 if all(r.status != "failed" for r in rows) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefa", description="3D face alignment: train, evaluate, export.")
     parser.add_argument("--version", action="version", version=f"edgefa {__version__}")
@@ -54,14 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="NME by yaw bin and pose MAE of a model on a dataset")
     ev.add_argument("--model", required=True,
-                    help="3ddfa-v2-mb05:PATH[,bfm=DIR] | runs/x/best.pt | MODEL_NAME (untrained)")
+                    help="3ddfa-v2-mb05:PATH[,bfm=DIR] | runs/x/best.pt | FILE.onnx/.tflite/.mlpackage "
+                         "(run in its runtime) | MODEL_NAME (untrained)")
     ev.add_argument("--data", required=True,
                     help="aflw2000-3d[:PATH] | aflw2000-3d-original[:PATH][,box=roi|mat|landmarks|F.npy] | "
                          "aflw-train[:PATH] | 300w-lp:PATH | folder:PATH | synthetic:seed=0,n=500")
     ev.add_argument("--json", help="write the full results (per-bin NME, CED, pose MAE) here")
     ev.add_argument("--batch", type=int, default=64)
     ev.add_argument("--workers", type=int, default=0, help="data loader processes")
-    ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ev.add_argument("--threads", type=int, default=0, help="CPU threads of torch or of the file's runtime (0: its default)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_eval)
 
@@ -75,6 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", help="continue from a last.pt checkpoint")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_cmd_train)
+    ex = sub.add_parser("export", help="ONNX / TFLite / CoreML files, each parity-checked against PyTorch")
+    ex.add_argument("--model", required=True, help="runs/x/best.pt | 3ddfa-v2-mb05:PATH | MODEL_NAME (untrained)")
+    ex.add_argument("--formats", default="onnx", help="comma list of: onnx, tflite, coreml")
+    ex.add_argument("--precision", default="fp32", help="comma list of: fp32, fp16, int8 (coreml also palette6, palette4)")
+    ex.add_argument("--calib-data", help="dataset spec of int8 calibration crops (default: synthetic:seed=7)")
+    ex.add_argument("--calib-n", type=int, default=200, help="number of calibration crops")
+    ex.add_argument("--parity-data", help="dataset spec of the parity crops (default: synthetic:seed=8)")
+    ex.add_argument("--parity-n", type=int, default=32, help="number of parity crops")
+    ex.add_argument("--postprocess", action="store_true",
+                    help="uint8 NHWC crop in; landmarks (68x3 px), pose (deg), params out: no BFM files needed in the app")
+    ex.add_argument("--input-color", default="RGB", choices=["RGB", "BGR", "rgb", "bgr"],
+                    help="channel order of the uint8 input with --postprocess")
+    ex.add_argument("--int8-io", action="store_true", help="TFLite int8: int8 input/output tensors (default float)")
+    ex.add_argument("--threads", type=int, help="runtime threads for the parity run")
+    ex.add_argument("--name", help="file stem (default: the run folder or model name)")
+    ex.add_argument("-o", "--output", required=True, help="output folder")
+    ex.set_defaults(func=_cmd_export)
     return parser
 
 

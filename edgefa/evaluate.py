@@ -9,17 +9,19 @@ from tqdm import tqdm
 
 from edgefa.data.base import crop_to_original
 from edgefa.data.workers import single_thread_worker
-from edgefa.facemodel.geometry import euler_angles, landmarks
 from edgefa.metrics import BIN_NAMES, auc, ced_curve, nme, nme_by_yaw, pose_mae
 
 
 def predict_dataset(predictor, dataset, batch: int = 64, workers: int = 0, progress: bool = True) -> dict:
-    """Run the predictor over the dataset; returns raw params and the labels needed for metrics."""
+    """Run the predictor over the dataset; returns its landmarks (crop pixels of the predictor's
+    crop size) and pose, with the labels needed for metrics."""
     loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers,
                         worker_init_fn=single_thread_worker)
-    out = {k: [] for k in ("params", "roi_box", "pts68", "pts21", "pose")}
+    out = {k: [] for k in ("landmarks", "pred_pose", "roi_box", "pts68", "pts21", "pose")}
     for sample in tqdm(loader, desc=f"eval {predictor.name}", unit="batch", disable=None if progress else True, leave=False):
-        out["params"].append(predictor.predict(sample["image"].numpy()))
+        lms, pose = predictor.predict_geometry(sample["image"].numpy())
+        out["landmarks"].append(lms)
+        out["pred_pose"].append(pose)
         for key in ("roi_box", "pts68", "pts21", "pose"):
             out[key].append(sample[key].numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
@@ -29,10 +31,9 @@ def evaluate(predictor, dataset, batch: int = 64, workers: int = 0, progress: bo
     start = time.perf_counter()
     raw = predict_dataset(predictor, dataset, batch, workers, progress)
     seconds = time.perf_counter() - start
-    fm = predictor.face_model
-    crop_pts = landmarks(raw["params"].astype(np.float32), fm) * (dataset.size / fm.size)
+    crop_pts = raw["landmarks"].astype(np.float64) * (dataset.size / predictor.crop_size)
     pred68 = crop_to_original(crop_pts, raw["roi_box"], dataset.size)
-    pred_pose = euler_angles(raw["params"].astype(np.float64))
+    pred_pose = raw["pred_pose"]
     yaws = raw["pose"][:, 0]
     result = {"faces": len(dataset), "seconds": round(seconds, 2)}
 

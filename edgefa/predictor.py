@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.facemodel.base import FaceModel
-from edgefa.facemodel.geometry import dewhiten
+from edgefa.facemodel.geometry import dewhiten, euler_angles, landmarks
 from edgefa.specs import parse_spec
 
 PEER_KINDS = {"3ddfa-v2-mb05": 0.5, "3ddfa-v2-mb1": 1.0}
@@ -29,7 +29,26 @@ def to_model_input(images: torch.Tensor, model) -> torch.Tensor:
     return (x - model.input_mean) / model.input_std
 
 
-class TorchPredictor:
+class Predictor:
+    """uint8 BGR crops (B, S, S, 3) in; ``predict`` gives raw params, ``predict_geometry`` the
+    landmarks (B, 68, 3) in pixels of a ``crop_size`` crop and yaw/pitch/roll (B, 3) in degrees."""
+
+    name: str
+    face_model: FaceModel | None
+
+    @property
+    def crop_size(self) -> int:
+        return int(self.face_model.size)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_geometry(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        params = self.predict(images).astype(np.float32)
+        return landmarks(params, self.face_model), euler_angles(params.astype(np.float64))
+
+
+class TorchPredictor(Predictor):
     def __init__(self, model, face_model: FaceModel, name: str, device: str = "cpu"):
         self.model = model.eval().to(device)
         self.face_model = face_model
@@ -44,11 +63,15 @@ class TorchPredictor:
         return dewhiten(params_w, self.face_model)
 
 
-def load_predictor(text: str, device: str = "cpu") -> TorchPredictor:
-    """``3ddfa-v2-mb05:PATH[,bfm=DIR]``, an edgefa ``.pt`` checkpoint, or ``MODEL_NAME[:k=v]`` (untrained)."""
+def load_predictor(text: str, device: str = "cpu", threads: int | None = None) -> Predictor:
+    """``3ddfa-v2-mb05:PATH[,bfm=DIR]``, an edgefa ``.pt`` checkpoint, an exported file
+    (``.onnx``, ``.tflite``, ``.mlpackage``: run in its own runtime) or ``MODEL_NAME[:k=v]`` (untrained)."""
     from edgefa.models.checkpoint import load_3ddfa_v2, model_from_checkpoint
     from edgefa.models.registry import create_model, list_models
 
+    artifact = _artifact_predictor(text, threads)
+    if artifact is not None:
+        return artifact
     spec = parse_spec(text, set(PEER_KINDS) | set(list_models()))
     if spec is not None and spec.kind in PEER_KINDS:
         if not spec.path:
@@ -72,3 +95,14 @@ def load_predictor(text: str, device: str = "cpu") -> TorchPredictor:
         return TorchPredictor(model, fm, path.stem if path.stem not in ("best", "last") else
                               f"{path.parent.name}/{path.name}", device)
     raise unknown_name_error("model", text.partition(":")[0], set(PEER_KINDS) | set(list_models()))
+
+
+def _artifact_predictor(text: str, threads: int | None):
+    try:  # converters is an edgefa sibling package; absent only in a partial install
+        from converters.formats import format_of_path
+        from converters.runtime import ArtifactPredictor
+    except ImportError:
+        return None
+    if format_of_path(text) is None:
+        return None
+    return ArtifactPredictor(text, threads=threads)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from edgefa.models.registry import FaceRegressor, register_model
+from edgefa.models.timm_backbones import broadcast_linear_attention
 
 TASK_DIMS = {"pose": 12, "shape": 40, "expression": 10}  # concatenated in this order = the 62 params
 N_LANDMARKS = 68
@@ -103,6 +104,7 @@ class MultiTaskRegressor(FaceRegressor):
         self.input_size = int(input_size)
         # pretrained=False: edgefa never downloads weights at run time
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0)
+        broadcast_linear_attention(self.backbone)  # MobileViT v2: exact rewrite that LiteRT converts
         # Feature map = timm ``forward_features`` (the last 1x1 conv on the spatial map, Sec. 2):
         #  - mobilevit_s: final_conv 1x1 160->640 + BN + SiLU -> (B, 640, S/32, S/32);
         #  - mobilevitv2_100: final_conv is Identity; the last block's conv_proj 1x1 256->512 + BN;

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import timm
 import torch
+import torch.nn.functional as F
+from timm.models.mobilevit import LinearSelfAttention
 from torch import nn
 
 from edgefa.models.registry import FaceRegressor, register_model
@@ -23,6 +25,29 @@ TIMM_BACKBONES = {
 }
 
 
+class BroadcastLinearSelfAttention(LinearSelfAttention):
+    """timm's MobileViT v2 ``LinearSelfAttention`` with ``context_vector.expand_as(value)`` written
+    as plain broadcasting: the same numbers bit for bit, but litert-torch can convert it (the
+    expand makes it emit a ``tfl.mul`` with non-broadcast-compatible shapes and fail). Only the
+    self-attention path changes; cross-attention (``x_prev``) is never used by MobileViT v2."""
+
+    def _forward_self_attn(self, x: torch.Tensor) -> torch.Tensor:
+        query, key, value = self.qkv_proj(x).split([1, self.embed_dim, self.embed_dim], dim=1)
+        context_scores = self.attn_drop(F.softmax(query, dim=-1))  # softmax over the N patches
+        context_vector = (key * context_scores).sum(dim=-1, keepdim=True)  # [B, d, P, 1]
+        out = F.relu(value) * context_vector  # broadcasts over N, no expand_as
+        return self.out_drop(self.out_proj(out))
+
+
+def broadcast_linear_attention(module: nn.Module) -> nn.Module:
+    """Swap (in place) every timm ``LinearSelfAttention`` under ``module`` to the broadcasting
+    subclass above: class swap only, so weights, ``state_dict`` keys and checkpoints are unchanged."""
+    for sub in module.modules():
+        if type(sub) is LinearSelfAttention:
+            sub.__class__ = BroadcastLinearSelfAttention
+    return module
+
+
 class TimmRegressor(FaceRegressor):
     def __init__(self, backbone: str, input_size: int = 120, num_params: int = 62, drop_rate: float = 0.0):
         super().__init__()
@@ -31,6 +56,7 @@ class TimmRegressor(FaceRegressor):
         self.num_params = int(num_params)
         # pretrained=False: edgefa never downloads weights at run time
         self.net = timm.create_model(backbone, pretrained=False, num_classes=num_params, drop_rate=drop_rate)
+        broadcast_linear_attention(self.net)  # MobileViT v2: exportable to TFLite, same outputs
         head = self.net.get_classifier()
         if isinstance(head, nn.Linear):
             # start near the parameter mean (zero in whitened space) so early losses are sane

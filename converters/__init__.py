@@ -1,0 +1,1 @@
+"""Device-file exporters: one module per format, one format table (``converters.formats``)."""

@@ -1,0 +1,231 @@
+"""``edgefa export``: every requested format x precision, each through the parity gate.
+
+Order of work: check every flag against the format table, the extras, the output folder and the
+model before converting anything; then per artifact: convert to a hidden temp path in the output
+folder -> run it in its runtime on the same crops as PyTorch (or validate the spec where the
+runtime cannot run, e.g. CoreML on Linux) -> rename into place only if the gate passes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from converters.formats import ExportFormat, plan
+from converters.graph import ExportGraph
+from converters.parity import compare, gate, torch_outputs
+from edgefa import __version__
+from edgefa.errors import EdgefaError
+from edgefa.fileio import atomic_write_json
+
+DEFAULT_CALIB = "synthetic:seed=7"
+DEFAULT_PARITY = "synthetic:seed=8"
+
+
+@dataclass
+class Row:
+    format: str
+    precision: str
+    file: str = ""
+    size_mb: float = 0.0
+    seconds: float = 0.0
+    status: str = "failed"  # ok | failed | unverified (spec checked, runtime not available here)
+    reason: str = ""
+    parity: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Source:
+    model: object
+    face_model: object
+    name: str  # registry name of the architecture
+    label: str  # file stem for the artifacts
+    metadata: dict
+
+
+def load_source(spec: str, name: str | None = None) -> Source:
+    """A model spec as ``edgefa eval`` takes it: a .pt checkpoint, ``3ddfa-v2-mb05:PATH`` or a name."""
+    from edgefa.models.checkpoint import load_checkpoint
+    from edgefa.predictor import load_predictor
+
+    pred = load_predictor(spec)
+    model = pred.model
+    meta = {}
+    path = Path(spec)
+    if path.suffix in (".pt", ".pth") and path.is_file() and ":" not in spec:
+        state = load_checkpoint(path)
+        cfg = state.get("config", {})
+        meta["edgefa.training_data"] = json.dumps(cfg.get("data", {}).get("train", "unknown"))
+        if state.get("metrics"):
+            m = state["metrics"]
+            meta["edgefa.eval"] = json.dumps({"data": cfg.get("data", {}).get("val", "?"),
+                                              "balanced_nme": round(m.get("balanced_mean", float("nan")), 3),
+                                              "bins": {k: round(v, 3) for k, v in m.get("bins", {}).items()},
+                                              "epoch": state.get("epoch")})
+        label = path.parent.name if path.stem in ("best", "last") else path.stem
+    elif spec.startswith("3ddfa-v2"):
+        meta["edgefa.training_data"] = json.dumps("300W-LP (3DDFA-V2 release weights)")
+        label = spec.split(":", 1)[0]
+    else:
+        meta["edgefa.training_data"] = json.dumps("none: random initialisation")
+        label = model.registry_name
+    return Source(model, pred.face_model, model.registry_name, name or label, meta)
+
+
+def load_crops(spec: str, n: int, what: str) -> np.ndarray:
+    """n uint8 BGR crops from a dataset spec (``synthetic:...`` gets ``n=`` appended if absent)."""
+    from edgefa.data.registry import create_dataset
+
+    if n < 1:
+        raise EdgefaError(f"--{what}: need at least one crop, got n={n}")
+    if spec.startswith("synthetic") and "n=" not in spec:
+        spec = f"{spec}{',' if ':' in spec else ':'}n={n}"
+    try:
+        dataset = create_dataset(spec)
+    except EdgefaError as exc:
+        raise EdgefaError(f"--{what}: {exc}") from None
+    if len(dataset) == 0:
+        raise EdgefaError(f"--{what} {spec}: the dataset is empty")
+    idx = np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int)
+    return np.stack([dataset[int(i)]["image"] for i in np.unique(idx)])
+
+
+def check_output_dir(out: str | Path) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EdgefaError(f"{out}: output path is a file, expected a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgefaError(f"{out}: cannot create output folder ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK):
+        raise EdgefaError(f"{out}: output folder is not writable")
+    return out
+
+
+def metadata_for(src: Source, graph: ExportGraph, fmt: ExportFormat, precision: str) -> dict[str, str]:
+    from edgefa.models.checkpoint import git_commit
+    from edgefa.profile import count_macs, count_params
+
+    meta = {
+        "edgefa.version": __version__,
+        "edgefa.commit": git_commit(),
+        "edgefa.model": src.name,
+        "edgefa.name": src.label,
+        "edgefa.format": fmt.name,
+        "edgefa.precision": precision,
+        "edgefa.postprocess": json.dumps(graph.postprocess),
+        "edgefa.face_model": graph.face_model_name,
+        "edgefa.crop_size": str(graph.fm_size),
+        "edgefa.input": json.dumps(graph.input_spec()),
+        "edgefa.outputs": json.dumps(graph.output_meanings),
+        # the network's size, so benchmarks of the file need not rebuild the PyTorch model
+        "edgefa.params": str(count_params(graph.net)),
+        "edgefa.macs": str(count_macs(graph.net)),
+        **src.metadata,
+    }
+    if not graph.postprocess:
+        meta["edgefa.param_mean"] = json.dumps([round(float(v), 8) for v in graph.param_mean])
+        meta["edgefa.param_std"] = json.dumps([round(float(v), 8) for v in graph.param_std])
+    return meta
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def _size_mb(path: Path) -> float:
+    files = path.rglob("*") if path.is_dir() else [path]
+    return sum(f.stat().st_size for f in files if f.is_file()) / 1e6
+
+
+def export_one(fmt: ExportFormat, precision: str, graph: ExportGraph, src: Source, out: Path,
+               calib: np.ndarray | None, x: np.ndarray, ref: dict, options: dict) -> Row:
+    row = Row(fmt.name, precision)
+    final = out / fmt.file_name(src.label + ("" if graph.postprocess else "-raw"), precision)
+    tmp = out / f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{fmt.suffix}"
+    start = time.perf_counter()
+    module = fmt.converter()
+    try:
+        kwargs = {"int8_io": True} if options.get("int8_io") and fmt.name == "tflite" and precision == "int8" else {}
+        row.info = module.export(graph, tmp, precision, calib, metadata_for(src, graph, fmt, precision), **kwargs) or {}
+        if fmt.runs_here():
+            runner = module.load(tmp, threads=options.get("threads"))
+            row.parity = compare(graph, ref, runner.run(x))
+            passed, row.reason = gate(row.parity, precision)
+            row.status = "ok" if passed else "failed"
+        else:
+            check = module.validate(tmp, graph)
+            row.parity = {"spec": check}
+            row.status = "unverified" if check.get("ok") else "failed"
+            row.reason = (f"spec valid; run/parity need {', '.join(fmt.runs_on)}" if check.get("ok")
+                          else "; ".join(check.get("problems", ["spec check failed"])))
+        row.size_mb = round(_size_mb(tmp), 3)
+        if row.status != "failed":
+            _remove(final)
+            os.replace(tmp, final)
+            row.file = str(final)
+    except EdgefaError as exc:
+        row.reason = str(exc)
+    except Exception as exc:  # a converter crash is a failed row, not a crashed command
+        row.reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+    finally:
+        _remove(tmp)  # no half file, whatever happened (Ctrl-C included)
+        row.seconds = round(time.perf_counter() - start, 1)
+    return row
+
+
+def run_export(model: str, formats: str, precisions: str, out: str | Path, calib_data: str | None = None,
+               calib_n: int = 200, parity_data: str | None = None, parity_n: int = 32, postprocess: bool = False,
+               input_color: str = "RGB", int8_io: bool = False, threads: int | None = None,
+               name: str | None = None, progress=print) -> tuple[list[Row], Path]:
+    jobs = plan(formats, precisions)  # unknown format / unsupported precision: before any work
+    for fmt in dict.fromkeys(f for f, _ in jobs):
+        fmt.require()
+    src = load_source(model, name)
+    graph = ExportGraph(src.model, src.face_model, postprocess=postprocess, input_color=input_color.upper())
+    needs_calib = any(p == "int8" and f.name != "coreml" for f, p in jobs)
+    calib = graph.prepare(load_crops(calib_data or DEFAULT_CALIB, calib_n, "calib-data")) if needs_calib else None
+    x = graph.prepare(load_crops(parity_data or DEFAULT_PARITY, parity_n, "parity-data"))
+    ref = torch_outputs(graph, x)
+    out = check_output_dir(out)
+    rows = []
+    options = {"int8_io": int8_io, "threads": threads}
+    for i, (fmt, precision) in enumerate(jobs, 1):
+        progress(f"[{i}/{len(jobs)}] {fmt.name} {precision} ...")
+        row = export_one(fmt, precision, graph, src, out, calib, x, ref, options)
+        progress(f"[{i}/{len(jobs)}] {fmt.name} {precision}: {row.status}"
+                 + (f" ({row.reason})" if row.reason else "") + f" in {row.seconds:.0f} s")
+        rows.append(row)
+    summary = {"model": model, "name": src.label, "postprocess": postprocess, "edgefa": __version__,
+               "calib_data": calib_data or DEFAULT_CALIB if needs_calib else None, "calib_n": calib_n,
+               "parity_data": parity_data or DEFAULT_PARITY, "parity_n": len(x), "rows": [asdict(r) for r in rows]}
+    summary_path = out / f"{src.label}-export.json"
+    atomic_write_json(summary_path, summary)
+    return rows, summary_path
+
+
+STATUS_MARK = {"ok": "✅", "unverified": "☑️", "failed": "❌"}
+
+
+def format_rows(rows: list[Row]) -> str:
+    head = f"{'format':<8}{'precision':<10}{'size MB':>9}{'params Δmax':>13}{'lm px Δmax':>12}{'NME pts Δ':>11}  status"
+    lines = [head, "-" * (len(head) + 20)]
+    for r in rows:
+        p = r.parity if "landmark_px_max" in r.parity else {}
+        num = (lambda k, f: f"{p[k]:{f}}" if k in p else "-")
+        lines.append(f"{r.format:<8}{r.precision:<10}{r.size_mb:>9.2f}{num('params_max_abs', '.2e'):>13}"
+                     f"{num('landmark_px_max', '.4f'):>12}{num('nme_points_mean', '.4f'):>11}  "
+                     f"{STATUS_MARK[r.status]} {Path(r.file).name if r.file else ''}"
+                     + (f"  {r.reason}" if r.reason else ""))
+    return "\n".join(lines)

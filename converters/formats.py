@@ -1,0 +1,105 @@
+"""THE table of export formats, shared by ``edgefa export``, ``edgefa bench`` and the tests.
+
+Each row names the module that writes and loads that format; requests are checked against the
+table before any work (unknown format or precision -> one line with the closest valid name).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import platform
+from dataclasses import dataclass
+
+from edgefa.errors import EdgefaError, unknown_name_error
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    suffix: str
+    precisions: tuple[str, ...]
+    runtime: str  # what runs the file for the parity gate and benchmarks
+    extra: str  # pip extra that installs the converter + runtime
+    requires: tuple[str, ...]  # import names the converter needs
+    runs_on: tuple[str, ...]  # platforms (platform.system()) where the runtime executes the file
+    module: str
+
+    def file_name(self, stem: str, precision: str) -> str:
+        return f"{stem}{'' if precision == 'fp32' else '-' + precision}{self.suffix}"
+
+    def runs_here(self) -> bool:
+        return platform.system() in self.runs_on
+
+    def missing(self) -> list[str]:
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def require(self) -> None:
+        """Fail with an install hint when the optional extra is not installed."""
+        missing = self.missing()
+        if missing:
+            raise EdgefaError(f"format '{self.name}' needs {', '.join(missing)}: pip install 'edgefa[{self.extra}]'")
+
+    def converter(self):
+        self.require()
+        return importlib.import_module(self.module)
+
+
+PRECISION_MEANING = {
+    "fp32": "float32 weights and compute",
+    "fp16": "float16 weights (compute as the runtime decides)",
+    "int8": "8-bit integer (ONNX/TFLite: calibrated static activations + per-channel weights; CoreML: weights)",
+    "palette6": "6-bit palettized weights (CoreML)",
+    "palette4": "4-bit palettized weights (CoreML)",
+}
+
+FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
+    ExportFormat("onnx", ".onnx", ("fp32", "fp16", "int8"), "onnxruntime", "onnx",
+                 ("onnx", "onnxruntime", "onnxslim"), ("Linux", "Darwin", "Windows"), "converters.to_onnx"),
+    ExportFormat("tflite", ".tflite", ("fp32", "fp16", "int8"), "ai-edge-litert (XNNPACK)", "tflite",
+                 ("litert_torch",), ("Linux", "Darwin"), "converters.to_tflite"),
+    ExportFormat("coreml", ".mlpackage", ("fp32", "fp16", "int8", "palette6", "palette4"), "coremltools (macOS only)",
+                 "coreml", ("coremltools",), ("Darwin",), "converters.to_coreml"),
+]}
+
+
+def get_format(name: str) -> ExportFormat:
+    if name not in FORMATS:
+        raise unknown_name_error("format", name, FORMATS)
+    return FORMATS[name]
+
+
+def format_of_path(path) -> ExportFormat | None:
+    text = str(path).rstrip("/")
+    for fmt in FORMATS.values():
+        if text.endswith(fmt.suffix):
+            return fmt
+    return None
+
+
+def parse_list(text: str | list[str], what: str) -> list[str]:
+    items = text if isinstance(text, list) else [t.strip() for t in str(text).split(",")]
+    items = [t.lower() for t in items if t]
+    if not items:
+        raise EdgefaError(f"--{what}: empty list")
+    return list(dict.fromkeys(items))
+
+
+def plan(formats: str | list[str], precisions: str | list[str]) -> list[tuple[ExportFormat, str]]:
+    """(format, precision) pairs to export; every request is checked before any work."""
+    fmts = [get_format(name) for name in parse_list(formats, "formats")]
+    precs = parse_list(precisions, "precision")
+    known = {p for f in FORMATS.values() for p in f.precisions}
+    for prec in precs:
+        if prec not in known:
+            raise unknown_name_error("precision", prec, known)
+    jobs = []
+    for fmt in fmts:
+        unsupported = [p for p in precs if p not in fmt.precisions]
+        if unsupported and len(fmts) == 1:
+            raise EdgefaError(f"--precision {','.join(unsupported)}: not supported by format '{fmt.name}' "
+                              f"(supported: {', '.join(fmt.precisions)})")
+        jobs += [(fmt, p) for p in precs if p in fmt.precisions]
+    for prec in precs:  # with several formats, a precision only some support applies to those
+        if not any(p == prec for _, p in jobs):
+            raise EdgefaError(f"--precision {prec}: none of {', '.join(f.name for f in fmts)} supports it")
+    return jobs

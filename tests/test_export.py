@@ -1,0 +1,198 @@
+"""Export: the format table, the exported graph's math, the parity gate, atomic writes, and the
+backbone x format x precision matrix (tiny inputs; CoreML execution is skipped on Linux with the
+reason, its spec is still validated)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from converters import parity
+from converters.export import run_export
+from converters.formats import FORMATS, get_format, plan
+from converters.graph import ExportGraph, euler_from_pose_matrix
+from edgefa.cli import main
+from edgefa.errors import EdgefaError
+from edgefa.facemodel.geometry import euler_angles, euler_to_rotation, landmarks
+from edgefa.models.registry import create_model
+
+QUIET = {"progress": lambda _: None}
+
+
+def _skip_missing(fmt_name: str) -> None:
+    missing = get_format(fmt_name).missing()
+    if missing:
+        pytest.skip(f"format {fmt_name} needs {', '.join(missing)} (pip install 'edgefa[{get_format(fmt_name).extra}]')")
+
+
+# --- the graph that gets exported ------------------------------------------------------------
+
+def test_euler_in_graph_equals_geometry_including_gimbal_lock():
+    rng = np.random.default_rng(0)
+    angles = np.concatenate([rng.uniform([-89, -60, -60], [89, 60, 60], (200, 3)),
+                             [[90, 10, 0], [-90, -20, 0], [0, 0, 0]]])
+    rot = euler_to_rotation(angles)
+    scale, t = rng.uniform(1e-4, 2e-3, (len(rot), 1, 1)), rng.normal(0, 50, (len(rot), 3, 1))
+    pose = torch.from_numpy(np.concatenate([rot * scale, t], axis=2))
+    params = torch.zeros(len(rot), 62, dtype=torch.float64)
+    params[:, :12] = pose.reshape(-1, 12)
+    np.testing.assert_allclose(euler_from_pose_matrix(pose).numpy(), euler_angles(params.numpy()), atol=1e-6)
+
+
+def test_postprocess_graph_equals_library_math(toy_face_model):
+    model = create_model("mobilenetv3_small_100", input_size=64)
+    graph = ExportGraph(model, toy_face_model, postprocess=True)
+    rng = np.random.default_rng(1)
+    params = toy_face_model.param_mean + toy_face_model.param_std * rng.normal(size=(8, 62)).astype(np.float32)
+    lms, pose = graph.geometry(torch.from_numpy(params))
+    np.testing.assert_allclose(lms.numpy(), landmarks(params, toy_face_model), atol=1e-3)
+    np.testing.assert_allclose(pose.numpy(), euler_angles(params.astype(np.float64)), atol=1e-3)
+    # uint8 RGB NHWC crop at the face model's size in, resized to the network's 64 inside
+    crops = rng.integers(0, 256, (2, 120, 120, 3), dtype=np.uint8)
+    with torch.no_grad():
+        out = graph(torch.from_numpy(graph.prepare(crops)))
+        ref = model(torch.from_numpy(ExportGraph(model, toy_face_model).prepare(crops)))
+    raw = ref.numpy() * toy_face_model.param_std + toy_face_model.param_mean
+    np.testing.assert_allclose(out[2].numpy(), raw, rtol=1e-4, atol=1e-4)
+    assert graph.input_spec() == {"size": [120, 120], "layout": "NHWC", "dtype": "uint8", "color": "RGB",
+                                  "mean": [0.0] * 3, "std": [1.0] * 3}
+
+
+# --- the format table: every flag checked before any work --------------------------------------
+
+def test_plan_checks_flags_against_the_table():
+    assert [(f.name, p) for f, p in plan("onnx,tflite", "fp32,int8")] == \
+        [("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8")]
+    assert [p for _, p in plan("onnx,coreml", "fp16,palette4")] == ["fp16", "fp16", "palette4"]
+    with pytest.raises(EdgefaError, match=r"did you mean 'tflite'"):
+        plan("tflit", "fp32")
+    with pytest.raises(EdgefaError, match=r"not supported by format 'onnx' \(supported: fp32, fp16, int8\)"):
+        plan("onnx", "palette4")
+    with pytest.raises(EdgefaError, match=r"did you mean 'fp16'"):
+        plan("onnx", "fp61")
+
+
+def test_missing_extra_names_the_install_command(monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(FORMATS, "tflite", replace(FORMATS["tflite"], requires=("no_such_module_xyz",)))
+    with pytest.raises(EdgefaError, match=r"pip install 'edgefa\[tflite\]'"):
+        run_export("mobilenetv3_small_100", "tflite", "fp32", "unused-dir", **QUIET)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "mobilenetv3_smal_100"], "did you mean 'mobilenetv3_small_100'"),
+    (["--model", "mobilenetv3_small_100", "--formats", "onxx"], "did you mean 'onnx'"),
+    (["--model", "mobilenetv3_small_100", "--precision", "palette6"], "not supported by format 'onnx'"),
+])
+def test_bad_flags_are_one_line_errors(args, message, tmp_path, capsys):
+    assert main(["export", *args, "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # rejected before any work
+
+
+def test_bad_paths_are_one_line_errors(tmp_path, capsys):
+    garbage = tmp_path / "broken.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [(["--model", str(garbage), "-o", str(tmp_path / "o")], "not a PyTorch checkpoint"),
+             (["--model", "mobilenetv3_small_100", "-o", str(a_file)], "output path is a file"),
+             (["--model", "mobilenetv3_small_100", "--precision", "int8", "--calib-data", f"folder:{empty}",
+               "-o", str(tmp_path / "o")], "--calib-data"),
+             (["--model", "mobilenetv3_small_100", "--calib-n", "0", "--precision", "int8",
+               "-o", str(tmp_path / "o")], "need at least one crop")]
+    for args, message in cases:
+        assert main(["export", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_unwritable_output_dir(tmp_path, capsys):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.access(locked, os.W_OK):
+        pytest.skip("running as a user that can write anywhere (root)")
+    assert main(["export", "--model", "mobilenetv3_small_100", "-o", str(locked)]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+# --- the gate and atomic writes -------------------------------------------------------------
+
+def test_failed_gate_keeps_the_file_out(tmp_path, monkeypatch):
+    monkeypatch.setitem(parity.GATES, "fp32", {"landmark_px_max": -1.0})  # nothing can pass
+    rows, summary = run_export("mobilenetv3_small_100:input_size=64", "onnx", "fp32", tmp_path, parity_n=2, **QUIET)
+    assert rows[0].status == "failed" and "landmark_px_max" in rows[0].reason
+    assert [p.name for p in tmp_path.iterdir()] == [summary.name]  # no model file, no temp file
+
+
+def test_interrupt_leaves_no_half_file(tmp_path, monkeypatch):
+    from converters import to_onnx
+
+    def interrupted(graph, path, *args, **kwargs):
+        path.write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(to_onnx, "export", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_export("mobilenetv3_small_100:input_size=64", "onnx", "fp32", tmp_path, parity_n=2, **QUIET)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the matrix ---------------------------------------------------------------------------------
+
+# one per op family: SE + hard-swish, MobileViT attention, MobileViT v2 linear attention (the
+# expand_as rewrite), 3DDFA's MobileNet-V1, and the multi-task heads
+BACKBONES = ["mobilenetv3_small_100", "mobilevit_xxs", "mobilevitv2_050", "mobilenet_v1_3ddfa",
+             "multitask_mobilenetv3_small_100"]
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_backbone_exports_fp32(backbone, fmt, tmp_path):
+    _skip_missing(fmt)
+    rows, _ = run_export(backbone, fmt, "fp32", tmp_path, parity_n=2, postprocess=fmt != "onnx", **QUIET)
+    _check_row(rows[0], fmt)
+
+
+def _check_row(row, fmt):
+    if get_format(fmt).runs_here():
+        assert row.status == "ok", row.reason
+        assert row.parity["landmark_px_max"] <= parity.GATES[row.precision].get("landmark_px_max", math.inf)
+    else:
+        print(f"{fmt} {row.precision}: execution skipped, {row.reason}")
+        assert row.status == "unverified", row.reason
+        assert row.parity["spec"]["ok"]
+    assert row.file and row.size_mb > 0
+
+
+PRECISIONS = [(f.name, p) for f in FORMATS.values() for p in f.precisions]
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("fmt, precision", PRECISIONS)
+def test_peer_exports_every_precision(fmt, precision, tmp_path, peer_checkpoint, aflw2000_root):
+    """Real weights (the 3DDFA-V2 peer) on real crops, with in-graph post-processing, so the
+    fp16/int8 gates are tested where they mean something."""
+    _skip_missing(fmt)
+    train = aflw2000_root.parent / "aflw-train"
+    rows, summary = run_export(f"3ddfa-v2-mb05:{peer_checkpoint}", fmt, precision, tmp_path, postprocess=True,
+                               calib_data=f"aflw-train:{train},split=val", calib_n=32,
+                               parity_data=f"aflw2000-3d:{aflw2000_root}", parity_n=8, **QUIET)
+    _check_row(rows[0], fmt)
+    if get_format(fmt).runs_here():  # the file itself says how to feed it, and evaluates like the model
+        from converters.runtime import ArtifactPredictor
+
+        predictor = ArtifactPredictor(rows[0].file)
+        assert json.loads(predictor.runner.metadata["edgefa.input"])["dtype"] in ("uint8", "float32")
+        assert predictor.runner.metadata["edgefa.model"] == "mobilenet_v1_3ddfa"
+    assert json.loads(summary.read_text())["rows"][0]["status"] == rows[0].status

@@ -1,0 +1,126 @@
+"""TFLite converter: MobileViT v2 attention rewrite, an fp32 round trip with metadata read back
+and an int8 post-processing export whose landmarks follow the float graph (tiny networks, so each
+test stays within a few tens of seconds on two cores). The full format x precision matrix lives
+in test_export.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("litert_torch")
+
+from converters import to_tflite
+from converters.graph import ExportGraph
+from converters.parity import compare, gate, torch_outputs
+from edgefa.errors import EdgefaError
+from edgefa.models.registry import FaceRegressor
+
+
+class TinyRegressor(FaceRegressor):
+    """Small enough to convert in seconds; default init so outputs vary with the input."""
+
+    input_size = 32
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 62))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def face_model():
+    from edgefa.facemodel.synthetic import synthetic_face_model
+
+    return synthetic_face_model()
+
+
+@pytest.fixture(scope="module")
+def crops():
+    from edgefa.data.synthetic import SyntheticFaces
+
+    ds = SyntheticFaces(n=24, seed=3)
+    return np.stack([ds[i]["image"] for i in range(24)])
+
+
+def test_mobilevitv2_attention_rewrite_is_exact():
+    from timm.models.mobilevit import LinearSelfAttention
+
+    from edgefa.models.timm_backbones import (
+        BroadcastLinearSelfAttention,
+        broadcast_linear_attention,
+    )
+
+    torch.manual_seed(0)
+    original = LinearSelfAttention(embed_dim=16).eval()
+    rewritten = broadcast_linear_attention(nn.Sequential(LinearSelfAttention(embed_dim=16)))[0].eval()
+    rewritten.load_state_dict(original.state_dict())
+    assert type(rewritten) is BroadcastLinearSelfAttention
+    x = torch.randn(2, 16, 4, 9)  # (B, C, P pixels per patch, N patches)
+    with torch.no_grad():
+        assert torch.equal(rewritten(x), original(x))
+
+
+def test_mobilevitv2_converts():
+    import litert_torch
+
+    from edgefa.models.registry import create_model
+
+    model = create_model("mobilevitv2_050").eval()
+    assert not any(type(m).__name__ == "LinearSelfAttention" for m in model.modules())
+    x = torch.randn(1, 3, model.input_size, model.input_size)
+    with to_tflite._quiet():
+        edge = litert_torch.convert(model, (x,))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(edge(x.numpy()) - ref).max() < 1e-4
+
+
+def test_fp32_round_trip_with_metadata(tmp_path, face_model, crops):
+    graph = ExportGraph(TinyRegressor(), face_model)
+    path = tmp_path / "tiny-raw.tflite"
+    meta = {"edgefa.model": "tiny", "edgefa.outputs": '{"params": "x"}', "edgefa.precision": "fp32"}
+    info = to_tflite.export(graph, path, "fp32", None, meta)
+    assert info["converter"].startswith("litert-torch")
+    runner = to_tflite.load(path, threads=1)
+    assert runner.metadata == meta
+    assert runner.input_name == "input" and runner.output_names == ["params"]
+    x = graph.prepare(crops[:5])  # batch 5 through a batch-1 file
+    ref = torch_outputs(graph, x)
+    got = runner.run(x)
+    assert got["params"].shape == (5, 62)
+    assert np.abs(got["params"] - ref["params"]).max() < 1e-4
+    assert gate(compare(graph, ref, got), "fp32")[0]
+
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(EdgefaError, match="bad.tflite"):
+        to_tflite.load(bad)
+
+
+def test_int8_postprocess_keeps_geometry_float(tmp_path, face_model, crops):
+    graph = ExportGraph(TinyRegressor(), face_model, postprocess=True)
+    path = tmp_path / "tiny-int8.tflite"
+    calib, x = graph.prepare(crops[:16]), graph.prepare(crops[16:])
+    info = to_tflite.export(graph, path, "int8", calib, {"edgefa.precision": "int8"})
+    assert "16 crops" in info["calibration"] and "network only" in info["calibration"]
+    runner = to_tflite.load(path, threads=1)
+    assert runner.output_names == ["landmarks", "pose", "params"]
+    assert runner.input["dtype"] == np.uint8
+    assert runner.metadata["edgefa.calibration"] == info["calibration"]
+    # the network is integer, the landmark-basis matmul (3DMM math) is float32
+    interp = runner.interpreter
+    ops = interp._get_ops_details()
+    assert any(interp._get_tensor_details(o["outputs"][0], 0)["dtype"] == np.int8 for o in ops)
+    basis = tuple(graph.lm_basis.T.shape)
+    basis_fc = [o for o in ops if o["op_name"] == "FULLY_CONNECTED"
+                and tuple(interp._get_tensor_details(o["inputs"][1], 0)["shape"]) == basis]
+    assert basis_fc and all(interp._get_tensor_details(o["inputs"][1], 0)["dtype"] == np.float32 for o in basis_fc)
+    metrics = compare(graph, torch_outputs(graph, x), runner.run(x))
+    assert metrics["nme_points_mean"] < 1.0, metrics
