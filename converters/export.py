@@ -132,8 +132,8 @@ def metadata_for(src: Source, graph: ExportGraph, fmt: ExportFormat, precision: 
         **src.metadata,
     }
     if not graph.postprocess:
-        meta["edgefa.param_mean"] = json.dumps([round(float(v), 8) for v in graph.param_mean])
-        meta["edgefa.param_std"] = json.dumps([round(float(v), 8) for v in graph.param_std])
+        meta["edgefa.param_mean"] = json.dumps([float(v) for v in graph.param_mean])  # full float32 precision
+        meta["edgefa.param_std"] = json.dumps([float(v) for v in graph.param_std])
     return meta
 
 

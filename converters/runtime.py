@@ -67,11 +67,11 @@ class ArtifactPredictor(Predictor):
         """A bare file outputs whitened params: de-whiten with its metadata, bases from the face model."""
         from dataclasses import replace
 
-        name = meta.get("edgefa.face_model", "synthetic")
-        if name == "synthetic":
+        name = meta.get("edgefa.face_model", "synthetic-0")
+        if name.startswith("synthetic-") and name.split("-", 1)[1].isdigit():
             from edgefa.facemodel.synthetic import synthetic_face_model
 
-            fm = synthetic_face_model()
+            fm = synthetic_face_model(int(name.split("-", 1)[1]))
         else:  # bfm68 bases are not ours to embed: read them from the usual place ($EDGEFA_SHARED)
             from edgefa.facemodel.bfm import load_bfm68
             from edgefa.paths import find_bfm68

@@ -149,7 +149,12 @@ def _quantize_ort(model, calib: np.ndarray, exclude: list[str]):
     import tempfile
 
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "f.onnx"), Path(tmp, "q.onnx")

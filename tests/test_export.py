@@ -196,3 +196,27 @@ def test_peer_exports_every_precision(fmt, precision, tmp_path, peer_checkpoint,
         assert json.loads(predictor.runner.metadata["edgefa.input"])["dtype"] in ("uint8", "float32")
         assert predictor.runner.metadata["edgefa.model"] == "mobilenet_v1_3ddfa"
     assert json.loads(summary.read_text())["rows"][0]["status"] == rows[0].status
+
+
+@pytest.mark.parametrize("postprocess", [False, True])
+def test_exported_file_evaluates_like_the_model(postprocess, tmp_path):
+    """``edgefa eval FILE``: fed and read from the file's own metadata, it gives the model's landmarks."""
+    from converters.runtime import ArtifactPredictor
+    from edgefa.data.synthetic import SyntheticFaces
+    from edgefa.facemodel.synthetic import synthetic_face_model
+    from edgefa.predictor import TorchPredictor
+
+    torch.manual_seed(0)
+    model = create_model("mobilenetv3_small_100", input_size=64)
+    torch.nn.init.normal_(model.net.get_classifier().weight, std=0.05)  # outputs that vary per face
+    ckpt = tmp_path / "m.pt"
+    from edgefa.models.checkpoint import save_checkpoint
+
+    save_checkpoint(ckpt, model, synthetic_face_model())
+    rows, _ = run_export(str(ckpt), "onnx", "fp32", tmp_path, parity_n=2, postprocess=postprocess, **QUIET)
+    data = SyntheticFaces(n=4, seed=5)
+    crops = np.stack([data[i]["image"] for i in range(4)])
+    got_lms, got_pose = ArtifactPredictor(rows[0].file).predict_geometry(crops)
+    ref_lms, ref_pose = TorchPredictor(model, synthetic_face_model(), "m").predict_geometry(crops)
+    np.testing.assert_allclose(got_lms, ref_lms, atol=1e-2)
+    np.testing.assert_allclose(got_pose, ref_pose, atol=1e-2)
