@@ -52,15 +52,13 @@ class Source:
 
 def load_source(spec: str, name: str | None = None) -> Source:
     """A model spec as ``edgefa eval`` takes it: a .pt checkpoint, ``3ddfa-v2-mb05:PATH`` or a name."""
-    from edgefa.models.checkpoint import load_checkpoint
+    from edgefa.models.checkpoint import model_from_checkpoint
     from edgefa.predictor import load_predictor
 
-    pred = load_predictor(spec)
-    model = pred.model
     meta = {}
     path = Path(spec)
     if path.suffix in (".pt", ".pth") and path.is_file() and ":" not in spec:
-        state = load_checkpoint(path)
+        model, face_model, state = model_from_checkpoint(path)
         cfg = state.get("config", {})
         meta["edgefa.training_data"] = json.dumps(cfg.get("data", {}).get("train", "unknown"))
         if state.get("metrics"):
@@ -70,13 +68,14 @@ def load_source(spec: str, name: str | None = None) -> Source:
                                               "bins": {k: round(v, 3) for k, v in m.get("bins", {}).items()},
                                               "epoch": state.get("epoch")})
         label = path.parent.name if path.stem in ("best", "last") else path.stem
-    elif spec.startswith("3ddfa-v2"):
-        meta["edgefa.training_data"] = json.dumps("300W-LP (3DDFA-V2 release weights)")
-        label = spec.split(":", 1)[0]
-    else:
-        meta["edgefa.training_data"] = json.dumps("none: random initialisation")
-        label = model.registry_name
-    return Source(model, pred.face_model, model.registry_name, name or label, meta)
+    else:  # the peer or an untrained registry model: the predictor parses those specs
+        pred = load_predictor(spec)
+        model, face_model = pred.model, pred.face_model
+        peer = spec.startswith("3ddfa-v2")
+        meta["edgefa.training_data"] = json.dumps("300W-LP (3DDFA-V2 release weights)" if peer
+                                                  else "none: random initialisation")
+        label = spec.split(":", 1)[0] if peer else model.registry_name
+    return Source(model, face_model, model.registry_name, name or label, meta)
 
 
 def load_crops(spec: str, n: int, what: str) -> np.ndarray:

@@ -58,6 +58,27 @@ def euler_from_pose_matrix(pose: torch.Tensor) -> torch.Tensor:
     return torch.stack([yaw, pitch, roll], dim=-1) * (180.0 / math.pi)
 
 
+def prepare_input(crops_bgr: np.ndarray, spec: dict) -> np.ndarray:
+    """uint8 BGR crops -> the tensor an ``edgefa.input`` spec describes (size, colour, layout, dtype,
+    mean/std). For a bare graph this is exactly ``edgefa.predictor.to_model_input``: the same
+    bilinear resize and normalisation training used."""
+    x = torch.from_numpy(np.ascontiguousarray(crops_bgr)).permute(0, 3, 1, 2).float()
+    if spec["color"] == "RGB":
+        x = x.flip(1)
+    h, w = spec["size"]
+    if tuple(x.shape[-2:]) != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    if spec["dtype"] == "uint8":
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    else:
+        mean = torch.tensor(spec["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(spec["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        x = (x - mean) / std
+    if spec["layout"] == "NHWC":
+        x = x.permute(0, 2, 3, 1)
+    return np.ascontiguousarray(x.numpy())
+
+
 class ExportGraph(nn.Module):
     def __init__(self, model: nn.Module, face_model: FaceModel, postprocess: bool = False,
                  input_color: str = "RGB"):
@@ -94,16 +115,7 @@ class ExportGraph(nn.Module):
 
     def prepare(self, crops_bgr: np.ndarray) -> np.ndarray:
         """uint8 BGR crops (B, S, S, 3) from any dataset -> this graph's input, in numpy."""
-        if not self.postprocess:  # exactly what training and the torch predictor feed the network
-            from edgefa.predictor import to_model_input
-
-            return to_model_input(torch.from_numpy(np.ascontiguousarray(crops_bgr)), self.net).numpy()
-        import cv2
-
-        size = self.crop_size
-        if crops_bgr.shape[1:3] != (size, size):
-            crops_bgr = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_LINEAR) for c in crops_bgr])
-        return np.ascontiguousarray(crops_bgr[..., ::-1] if self.input_color == "RGB" else crops_bgr)
+        return prepare_input(crops_bgr, self.input_spec())
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         if self.postprocess:

@@ -9,10 +9,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from converters.formats import format_of_path
+from converters.graph import prepare_input
 from edgefa.errors import EdgefaError
 from edgefa.predictor import Predictor
 
@@ -25,25 +24,6 @@ def load_runner(path: str | Path, threads: int | None = None):
     if not path.exists():
         raise EdgefaError(f"{path}: file not found")
     return fmt, fmt.converter().load(path, threads=threads)
-
-
-def prepare_input(crops_bgr: np.ndarray, spec: dict) -> np.ndarray:
-    """uint8 BGR crops -> the tensor ``edgefa.input`` describes (size, colour, layout, dtype, mean/std)."""
-    x = torch.from_numpy(np.ascontiguousarray(crops_bgr)).permute(0, 3, 1, 2).float()
-    if spec["color"] == "RGB":
-        x = x.flip(1)
-    h, w = spec["size"]
-    if tuple(x.shape[-2:]) != (h, w):
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-    if spec["dtype"] == "uint8":
-        x = x.round().clamp(0, 255).to(torch.uint8)
-    else:
-        mean = torch.tensor(spec["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(spec["std"], dtype=torch.float32).view(1, 3, 1, 1)
-        x = (x - mean) / std
-    if spec["layout"] == "NHWC":
-        x = x.permute(0, 2, 3, 1)
-    return np.ascontiguousarray(x.numpy())
 
 
 class ArtifactPredictor(Predictor):
