@@ -10,7 +10,6 @@ row says so (their int8 parity then says little: a random network's outputs bare
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from dataclasses import asdict
@@ -19,33 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from converters.export import STATUS_MARK, run_export  # noqa: E402
-from edgefa.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
+from edgefa.fileio import write_md_json  # noqa: E402
 from edgefa.paths import shared_root  # noqa: E402
+from benchmarks.machine import machine_line, script_command, versions  # noqa: E402
 
 MODELS = ["mobilenetv2_100", "mobilenetv3_small_100", "mobilenetv3_large_100", "mobilevit_xs", "mobilevitv2_100"]
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "onnx", "onnxruntime", "onnxslim", "nncf", "litert-torch", "ai-edge-litert", "coremltools"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def machine() -> str:
-    import os
-
-    cpu = platform.processor() or "?"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def main(argv=None) -> int:
@@ -77,15 +54,11 @@ def main(argv=None) -> int:
                              calib_data=calib, parity_data=parity, parity_n=64, calib_n=args.calib_n,
                              postprocess=args.postprocess, name=label.split()[0])
         results.append({"model": label, "spec": spec, "trained": is_trained, "rows": [asdict(r) for r in rows]})
-    report = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
-              "machine": machine(), "versions": versions(), "postprocess": args.postprocess, "calib_n": args.calib_n,
+    report = {"command": script_command(argv),
+              "machine": machine_line(), "versions": versions(), "postprocess": args.postprocess, "calib_n": args.calib_n,
               "calib_data": calib or "synthetic:seed=7", "parity_data": parity or "synthetic:seed=8",
               "minutes": round((time.perf_counter() - start) / 60, 1), "models": results}
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out.with_suffix(".json"), report)
-    atomic_write_bytes(out.with_suffix(".md"), to_markdown(report).encode())
-    print(f"wrote {out.with_suffix('.md')} and .json")
+    print(f"wrote {write_md_json(args.output, report, to_markdown(report))} and .json")
     return 0
 
 

@@ -19,6 +19,7 @@ class ExportFormat:
     suffix: str
     precisions: tuple[str, ...]
     runtime: str  # what runs the file for the parity gate and benchmarks
+    runtime_key: str  # that runtime's name in `edgefa bench --runtimes`
     extra: str  # pip extra that installs the converter + runtime
     requires: tuple[str, ...]  # import names the converter needs
     runs_on: tuple[str, ...]  # platforms (platform.system()) where the runtime executes the file
@@ -43,6 +44,25 @@ class ExportFormat:
         self.require()
         return importlib.import_module(self.module)
 
+    def runtime_missing(self) -> str | None:
+        """Install hint when no runtime that runs this format is importable (running needs less than converting)."""
+        options = RUNTIME_IMPORTS[self.runtime_key]
+        if any(importlib.util.find_spec(m) is not None for m in options):
+            return None
+        return f"runtime '{self.runtime_key}' not installed ({' or '.join(options)}): pip install 'edgefa[{self.extra}]'"
+
+    def runner_module(self):
+        """The module with ``load(path, threads)``: needs only the runtime, not the converter."""
+        hint = self.runtime_missing()
+        if hint:
+            raise EdgefaError(hint)
+        return importlib.import_module(self.module)
+
+
+# import names that can run each runtime (any one is enough): tflite_runtime is the design card's
+# interpreter, ai-edge-litert its maintained successor
+RUNTIME_IMPORTS = {"onnxruntime": ("onnxruntime",), "litert": ("ai_edge_litert", "tflite_runtime"),
+                   "coreml": ("coremltools",), "torch": ("torch",)}
 
 PRECISION_MEANING = {
     "fp32": "float32 weights and compute",
@@ -53,12 +73,12 @@ PRECISION_MEANING = {
 }
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
-    ExportFormat("onnx", ".onnx", ("fp32", "fp16", "int8"), "onnxruntime", "onnx",
+    ExportFormat("onnx", ".onnx", ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime", "onnx",
                  ("onnx", "onnxruntime", "onnxslim"), ("Linux", "Darwin", "Windows"), "converters.to_onnx"),
-    ExportFormat("tflite", ".tflite", ("fp32", "fp16", "int8"), "ai-edge-litert (XNNPACK)", "tflite",
+    ExportFormat("tflite", ".tflite", ("fp32", "fp16", "int8"), "ai-edge-litert (XNNPACK)", "litert", "tflite",
                  ("litert_torch",), ("Linux", "Darwin"), "converters.to_tflite"),
     ExportFormat("coreml", ".mlpackage", ("fp32", "fp16", "int8", "palette6", "palette4"), "coremltools (macOS only)",
-                 "coreml", ("coremltools",), ("Darwin",), "converters.to_coreml"),
+                 "coreml", "coreml", ("coremltools",), ("Darwin",), "converters.to_coreml"),
 ]}
 
 

@@ -23,7 +23,7 @@ def load_runner(path: str | Path, threads: int | None = None):
         raise EdgefaError(f"{path}: not an exported model (expected {', '.join(sorted({'.onnx', '.tflite', '.mlpackage'}))})")
     if not path.exists():
         raise EdgefaError(f"{path}: file not found")
-    return fmt, fmt.converter().load(path, threads=threads)
+    return fmt, fmt.runner_module().load(path, threads=threads)
 
 
 class ArtifactPredictor(Predictor):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from edgefa import __version__
 from edgefa.errors import EdgefaError
@@ -58,6 +59,34 @@ def _cmd_export(args) -> int:
     return 0 if all(r.status != "failed" for r in rows) else 1
 
 
+def _cmd_bench(args) -> int:
+    from benchmarks.bench import run_bench
+
+    record, code = run_bench(args.inputs, args.output, runtimes=args.runtimes, threads=args.threads,
+                             warmup=args.warmup, runs=args.runs, min_time=args.min_time, batch=args.batch,
+                             data=None if args.data in ("", "none") else args.data, peers=args.peers,
+                             timeout=args.timeout, progress=not args.quiet,
+                             command="edgefa " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "")
+    print((Path(args.output) / "bench.md").read_text())
+    print(f"wrote {Path(args.output) / 'bench.json'} and bench.md ({record['seconds']} s)")
+    return code
+
+
+def _cmd_report(args) -> int:
+    from benchmarks.report import write_report
+
+    for path in write_report(args.runs, args.output, title=args.title, notes=args.notes,
+                             command="edgefa " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["report"] else ""):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_pipeline(args) -> int:
+    from edgefa.pipeline import run_pipeline
+
+    return run_pipeline(args.config, args.overrides, progress=not args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefa", description="3D face alignment: train, evaluate, export.")
     parser.add_argument("--version", action="version", version=f"edgefa {__version__}")
@@ -105,6 +134,36 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--name", help="file stem (default: the run folder or model name)")
     ex.add_argument("-o", "--output", required=True, help="output folder")
     ex.set_defaults(func=_cmd_export)
+
+    be = sub.add_parser("bench", help="latency, size, compute, memory and accuracy of models in their runtimes")
+    be.add_argument("inputs", nargs="+", metavar="ARTIFACT_OR_DIR",
+                    help="exported files, folders of them, .pt checkpoints or model specs (3ddfa-v2-mb05:PATH)")
+    be.add_argument("--runtimes", default="torch,onnxruntime,litert,coreml", help="comma list: which runtimes' rows run")
+    be.add_argument("--threads", default="1", help="comma list of thread counts, e.g. 1,2,4")
+    be.add_argument("--warmup", type=int, default=10, help="untimed calls before timing")
+    be.add_argument("--runs", type=int, help="timed calls per row (default: as many as fit in --min-time)")
+    be.add_argument("--min-time", type=float, default=2.0, help="seconds of timed calls per row")
+    be.add_argument("--batch", type=int, default=1)
+    be.add_argument("--data", default="synthetic:seed=2,n=200",
+                    help="dataset spec for accuracy (e.g. aflw2000-3d), or 'none' for latency only")
+    be.add_argument("--peers", action="store_true", help="add the 3DDFA-V2 mb05 and MediaPipe face_landmark peers")
+    be.add_argument("--timeout", type=float, default=1800, help="seconds per model before its row fails")
+    be.add_argument("--quiet", action="store_true", help="no progress bar")
+    be.add_argument("-o", "--output", required=True, help="run folder (bench.json, bench.md, overlays/)")
+    be.set_defaults(func=_cmd_bench)
+
+    re_ = sub.add_parser("report", help="Markdown/CSV/JSON/HTML report (tables, CED, Pareto, overlays) of bench runs")
+    re_.add_argument("runs", nargs="+", metavar="RUN_DIR", help="edgefa bench output folders; the first is the baseline")
+    re_.add_argument("-o", "--output", required=True, help="report path without suffix, e.g. reports/benchmark")
+    re_.add_argument("--title", help="report title")
+    re_.add_argument("--notes", help="a Markdown file whose text goes under the title (where the files came from...)")
+    re_.set_defaults(func=_cmd_report)
+
+    pi = sub.add_parser("pipeline", help="train -> (prune) -> (QAT) -> export -> bench -> report, resumable per stage")
+    pi.add_argument("--config", required=True, help="pipeline YAML, e.g. training/configs/pipeline-quick.yaml")
+    pi.add_argument("overrides", nargs="*", help="key=value overrides, e.g. bench.peers=true 'train.overrides=[epochs=1]'")
+    pi.add_argument("--quiet", action="store_true", help="no progress bars")
+    pi.set_defaults(func=_cmd_pipeline)
     return parser
 
 

@@ -31,11 +31,17 @@ def evaluate(predictor, dataset, batch: int = 64, workers: int = 0, progress: bo
     start = time.perf_counter()
     raw = predict_dataset(predictor, dataset, batch, workers, progress)
     seconds = time.perf_counter() - start
-    crop_pts = raw["landmarks"].astype(np.float64) * (dataset.size / predictor.crop_size)
-    pred68 = crop_to_original(crop_pts, raw["roi_box"], dataset.size)
-    pred_pose = raw["pred_pose"]
-    yaws = raw["pose"][:, 0]
     result = {"faces": len(dataset), "seconds": round(seconds, 2)}
+    result.update(score_predictions(raw, dataset, predictor.crop_size))
+    return result
+
+
+def score_predictions(raw: dict, dataset, crop_size: int) -> dict:
+    """Metrics of ``predict_dataset`` output: NME blocks (per label set), AFLW-21 NME or pose MAE."""
+    crop_pts = raw["landmarks"].astype(np.float64) * (dataset.size / crop_size)
+    pred68 = crop_to_original(crop_pts, raw["roi_box"], dataset.size)
+    yaws = raw["pose"][:, 0]
+    result = {}
 
     def nme_block(gt):
         per_face = nme(pred68, gt)
@@ -53,7 +59,7 @@ def evaluate(predictor, dataset, batch: int = 64, workers: int = 0, progress: bo
     elif np.isfinite(raw["pts21"][..., 0]).any():
         result["nme21"] = nme21_block(pred68, raw["pts21"], yaws)
     if np.isfinite(raw["pose"]).any():
-        result["pose_mae"] = pose_mae(pred_pose, raw["pose"])
+        result["pose_mae"] = pose_mae(raw["pred_pose"], raw["pose"])
     return result
 
 

@@ -41,3 +41,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())
+
+
+def write_md_json(stem: str | Path, record: dict, markdown: str) -> Path:
+    """A report pair, STEM.md and STEM.json, each written atomically; returns the .md path."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(stem.with_suffix(".json"), record)
+    atomic_write_bytes(stem.with_suffix(".md"), markdown.encode())
+    return stem.with_suffix(".md")

@@ -43,8 +43,9 @@ def _flat_keys(tree: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _merge(base: dict, update: dict, where: str, prefix: str = "") -> None:
-    valid = _flat_keys(DEFAULTS)
+def _merge(base: dict, update: dict, where: str, prefix: str = "", defaults: dict | None = None) -> None:
+    """Merge ``update`` into ``base``; a key not in ``defaults`` is an error naming the closest valid key."""
+    valid = _flat_keys(DEFAULTS if defaults is None else defaults)
     for key, value in update.items():
         full = prefix + key
         if full not in valid and not prefix.startswith("model.cfg."):
@@ -54,23 +55,17 @@ def _merge(base: dict, update: dict, where: str, prefix: str = "") -> None:
         if key == "augment" and not value:
             base[key] = None  # augment: false switches it off
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value, where, f"{full}.")
+            _merge(base[key], value, where, f"{full}.", defaults)
         else:
             base[key] = value
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise EdgefaError(f"{path}: config not found")
-    try:
-        recipe = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise EdgefaError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(recipe, dict):
-        raise EdgefaError(f"{path}: expected a mapping of config keys")
-    config = copy.deepcopy(DEFAULTS)
-    _merge(config, recipe, str(path))
+merge_checked = _merge
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, dict]]:
+    """``a.b=value`` -> ("override 'a.b=value'", {"a": {"b": value}}), values parsed as YAML."""
+    out = []
     for item in overrides:
         key, eq, raw = item.partition("=")
         if not eq or not key:
@@ -81,7 +76,29 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = yaml.safe_load(raw)
-        _merge(config, tree, f"override '{item}'")
+        out.append((f"override '{item}'", tree))
+    return out
+
+
+def read_yaml_mapping(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgefaError(f"{path}: config not found")
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise EdgefaError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(recipe, dict):
+        raise EdgefaError(f"{path}: expected a mapping of config keys")
+    return recipe
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    recipe = read_yaml_mapping(path)
+    config = copy.deepcopy(DEFAULTS)
+    _merge(config, recipe, str(path))
+    for where, tree in parse_overrides(overrides):
+        _merge(config, tree, where)
     config["output"] = str(config["output"]).format(name=config["name"])
     # "{shared}" in data / teacher specs: the shared data folder ($EDGEFA_SHARED, default ../shared)
     shared = str(shared_root())

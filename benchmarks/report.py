@@ -1,0 +1,189 @@
+"""``edgefa report RUN_DIR... -o reports/NAME``: Markdown, CSV, JSON and a self-contained HTML page
+from one or more ``edgefa bench`` runs (the first run is the baseline the others are compared with).
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import plots
+from benchmarks.bench import slug
+from benchmarks.tables import bench_markdown, display_name, flat_rows, settings_lines, table_cells
+from edgefa.errors import EdgefaError
+from edgefa.fileio import atomic_write_bytes, atomic_write_json, check_writable
+from edgefa.metrics import BIN_NAMES
+
+MAX_OVERLAY_ROWS = 8
+
+
+def load_run(run_dir: str | Path) -> dict:
+    path = Path(run_dir)
+    path = path / "bench.json" if path.is_dir() else path
+    if not path.is_file():
+        raise EdgefaError(f"{run_dir}: no bench.json (run `edgefa bench ... -o {run_dir}` first)")
+    try:
+        record = json.loads(path.read_text())
+        record["settings"], record["targets"]  # noqa: B018  (the keys every report needs)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise EdgefaError(f"{path}: not an edgefa bench record ({type(exc).__name__})") from None
+    record["dir"] = str(path.parent)
+    return record
+
+
+def _key(r: dict) -> tuple:
+    return (r["name"], r["format"], r["precision"], r["runtime"])
+
+
+def compare(base: dict, other: dict) -> list[dict]:
+    """Rows of ``other`` matched to ``base`` by file name, format, precision and runtime: deltas."""
+    t_base, t_other = base["settings"]["threads"][0], other["settings"]["threads"][0]
+    lookup = {_key(r): r for r in flat_rows(base)}
+    out = []
+    for r in flat_rows(other):
+        b = lookup.get(_key(r))
+        if b is None:
+            continue
+        d = {"name": r["name"], "runtime": r["runtime"], "p50_base": b.get(f"p50_{t_base}t"),
+             "p50_new": r.get(f"p50_{t_other}t"), "nme_base": b.get("nme_mean"), "nme_new": r.get("nme_mean")}
+        d["p50_delta_pct"] = (100 * (d["p50_new"] / d["p50_base"] - 1)) if d["p50_base"] and d["p50_new"] else None
+        d["nme_delta"] = (d["nme_new"] - d["nme_base"]) if None not in (d["nme_new"], d["nme_base"]) else None
+        out.append(d)
+    return out
+
+
+def _labelled(rows: list[dict]) -> list[dict]:
+    for r in rows:
+        r["label"] = display_name(r).replace(" — untrained", " (untrained)")
+    return rows
+
+
+def figures(record: dict, rows: list[dict]) -> dict[str, bytes]:
+    threads = record["settings"]["threads"]
+    curves = []
+    for t, r in zip(record["targets"], rows):
+        acc = t.get("accuracy") or {}
+        block = acc.get("nme") if acc.get("status") == "ok" else None
+        if block and "ced" in block:
+            curves.append((r["label"], block["ced"]))
+    overlays = []
+    for t, r in zip(record["targets"], rows):
+        path = Path(record["dir"]) / "overlays" / f"{slug(t['name'])}.npz"
+        if r.get("nme_mean") is not None and path.is_file() and len(overlays) < MAX_OVERLAY_ROWS:
+            with np.load(path, allow_pickle=False) as z:  # arrays only: never unpickle
+                overlays.append((r["label"], {k: z[k] for k in z.files}))
+    figs = {"ced": plots.ced_plot(curves), "pareto": plots.pareto_plot(rows, f"p50_{threads[0]}t"),
+            "bins": plots.bins_plot(rows), "overlays": plots.overlay_sheet(overlays)}
+    return {k: v for k, v in figs.items() if v}
+
+
+def write_csv(rows_by_run: list[tuple[str, list[dict]]]) -> bytes:
+    keys: list[str] = ["run"]
+    for _, rows in rows_by_run:
+        for r in rows:
+            keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    for run, rows in rows_by_run:
+        for r in rows:
+            writer.writerow({"run": run, **{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()}})
+    return buf.getvalue().encode()
+
+
+def comparison_markdown(name: str, deltas: list[dict]) -> list[str]:
+    lines = [f"## Compared with the baseline run: {name}", "",
+             "| model | runtime | p50 ms base | p50 ms new | Δ p50 | NME base | NME new | Δ NME |", "|---|---|---|---|---|---|---|---|"]
+    f = (lambda v, s: "–" if v is None else format(v, s))
+    for d in deltas:
+        lines.append(f"| {d['name']} | {d['runtime']} | {f(d['p50_base'], '.2f')} | {f(d['p50_new'], '.2f')} | "
+                     f"{f(d['p50_delta_pct'], '+.1f')}% | {f(d['nme_base'], '.3f')} | {f(d['nme_new'], '.3f')} | "
+                     f"{f(d['nme_delta'], '+.3f')} |")
+    return lines + [""]
+
+
+def markdown(title: str, runs: list[dict], figs: dict[str, str], deltas: list[tuple[str, list[dict]]],
+             preface: list[str]) -> str:
+    lines = [f"# {title}", "", *preface]
+    for i, rec in enumerate(runs):
+        body = bench_markdown(rec).split("\n", 2)[2]  # drop bench.md's own title
+        lines += ([f"## Run {i + 1}: `{rec['dir']}`", ""] if len(runs) > 1 else []) + [body]
+    lines += ["Columns: params and GFLOPs (2 x MACs, torch.utils.flop_counter; conv/linear/matmul only) of the "
+              "network; size of the file (torch rows: fp32 state_dict); p50 = median latency; NME % on the "
+              "data named above by yaw bin, balanced mean over the bins (**bold**), plain mean over faces; pose "
+              "MAE = mean of yaw/pitch/roll absolute errors in degrees; p50/mb05 = this row's first-thread-count "
+              "p50 over the 3DDFA-V2 mb05 peer's file of the same format and precision (fp32 when that precision "
+              "is missing) in the same run.", ""]
+    for name, d in deltas:
+        lines += comparison_markdown(name, d)
+    for key, caption in (("pareto", "Accuracy vs latency"), ("ced", "CED curves"), ("bins", "NME per yaw bin"),
+                         ("overlays", "Landmark overlays (best, median, worst face per model)")):
+        if key in figs:
+            lines += [f"![{caption}]({figs[key]})", ""]
+    return "\n".join(lines)
+
+
+def html_page(title: str, runs: list[dict], rows_by_run, pngs: dict[str, bytes], deltas, preface: list[str]) -> str:
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
+             "body{font-family:system-ui,sans-serif;margin:24px;max-width:1400px}table{border-collapse:collapse;"
+             "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child,"
+             "th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:8px 0}"
+             "p.small{font-size:12px;color:#444}</style></head><body>", f"<h1>{esc(title)}</h1>"]
+    parts += [f"<p>{esc(line.rstrip(' '))}</p>" for line in preface if line.strip()]
+    for rec, (_, rows) in zip(runs, rows_by_run):
+        threads = rec["settings"]["threads"]
+        parts.append("".join(f"<p class='small'>{esc(line.rstrip(' '))}</p>" for line in settings_lines(rec)))
+        head = (["model", "file", "runtime", "params M", "GFLOPs", "size MB"] + [f"p50 ms {n}t" for n in threads]
+                + [f"FPS {threads[0]}t", "mem MB"] + list(BIN_NAMES) + ["mean", "plain", "pose MAE", "p50/mb05", "status"])
+        parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
+        for r in rows:
+            cells = [c.replace("**", "") for c in table_cells(r, threads)]
+            parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+        parts.append("</table>")
+    for name, d in deltas:
+        parts.append(f"<h2>Compared with {esc(name)}</h2><pre>{esc(chr(10).join(comparison_markdown(name, d)[2:]))}</pre>")
+    for key, png in pngs.items():
+        parts.append(f"<h2>{esc(key)}</h2><img alt='{key}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    return "\n".join(parts) + "</body></html>\n"
+
+
+def write_report(run_dirs: list[str], output: str | Path, title: str | None = None, notes: str | None = None,
+                 command: str = "") -> list[Path]:
+    """Write OUTPUT.md/.csv/.json/.html (+ OUTPUT-*.png); returns the paths written. ``notes``: a
+    Markdown file whose text goes under the title (context the runs cannot know)."""
+    out = Path(output)
+    out = out.with_suffix("") if out.suffix in (".md", ".html", ".json", ".csv") else out
+    check_writable(out.with_suffix(".md"), "-o")
+    runs = [load_run(d) for d in run_dirs]
+    preface = ([f"Report: `{command}`", ""] if command else [])
+    if notes:
+        if not Path(notes).is_file():
+            raise EdgefaError(f"--notes {notes}: file not found")
+        preface += [*Path(notes).read_text().strip().splitlines(), ""]
+    rows_by_run = [(rec["dir"], _labelled(flat_rows(rec))) for rec in runs]
+    deltas = [(rec["dir"], compare(runs[0], rec)) for rec in runs[1:]]
+    pngs = figures(runs[-1], rows_by_run[-1][1])  # figures of the newest run
+    written = []
+    fig_names = {}
+    for key, png in pngs.items():
+        path = out.parent / f"{out.name}-{key}.png"
+        atomic_write_bytes(path, png)
+        fig_names[key] = path.name
+        written.append(path)
+    title = title or f"edgefa benchmark: {out.name}"
+    outputs = {".md": markdown(title, runs, fig_names, deltas, preface).encode(), ".csv": write_csv(rows_by_run),
+               ".html": html_page(title, runs, rows_by_run, pngs, deltas, preface).encode()}
+    for suffix, data in outputs.items():
+        atomic_write_bytes(out.with_suffix(suffix), data)
+        written.append(out.with_suffix(suffix))
+    atomic_write_json(out.with_suffix(".json"), {"title": title, "runs": runs,
+                                                 "rows": {run: rows for run, rows in rows_by_run},
+                                                 "comparisons": {name: d for name, d in deltas}})
+    written.append(out.with_suffix(".json"))
+    return written

@@ -1,0 +1,202 @@
+"""``edgefa pipeline --config FILE [key=value ...]``: train -> (prune) -> (QAT) -> export -> bench -> report.
+
+Each stage writes into ``OUTPUT/<stage>/`` and records a key (a digest of its settings and of its
+inputs' keys) in ``OUTPUT/pipeline.json``: a finished stage whose key is unchanged and whose outputs
+exist is skipped, so a re-run after an interruption or a changed setting redoes only what changed.
+An interrupted training stage resumes from its ``last.pt``.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from edgefa import __version__
+from edgefa.errors import EdgefaError
+from edgefa.fileio import atomic_write_json, check_writable
+
+DEFAULTS = {
+    "name": "pipeline",
+    "seed": 0,  # passed to the training recipe, so one number fixes the whole run
+    "output": "runs/{name}",
+    "train": {"config": "synthetic-quick.yaml", "overrides": [], "checkpoint": None},  # checkpoint: skip training
+    "prune": {"enabled": False, "ratio": 0.3, "method": "magnitude", "finetune_epochs": 1},
+    "qat": {"enabled": False, "config": None, "overrides": []},
+    "export": {"formats": "onnx,tflite,coreml", "precision": "fp32,fp16,int8", "postprocess": True,
+               "calib_data": None, "calib_n": 100, "parity_data": None, "parity_n": 16},
+    "bench": {"runtimes": "torch,onnxruntime,litert,coreml", "threads": "1,2", "warmup": 5, "runs": None,
+              "min_time": 1.0, "data": "synthetic:seed=2,n=100", "peers": False},
+    "report": {"title": None},
+}
+STAGES = ("train", "prune", "qat", "export", "bench", "report")
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "training" / "configs"
+
+
+def load_pipeline_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    from training.config import merge_checked, parse_overrides, read_yaml_mapping
+
+    cfg = copy.deepcopy(DEFAULTS)
+    merge_checked(cfg, read_yaml_mapping(path), str(path), defaults=DEFAULTS)
+    for where, tree in parse_overrides(overrides):
+        merge_checked(cfg, tree, where, defaults=DEFAULTS)
+    cfg["output"] = str(cfg["output"]).format(name=cfg["name"])
+    cfg["_config_dir"] = str(Path(path).resolve().parent)
+    return cfg
+
+
+def find_config(name: str, near: str) -> Path:
+    """A recipe path as given, beside the pipeline config, or among edgefa's bundled recipes."""
+    for cand in (Path(name), Path(near) / name, CONFIG_DIR / name):
+        if cand.is_file():
+            return cand
+    raise EdgefaError(f"train.config {name}: not found (looked in ., {near} and {CONFIG_DIR})")
+
+
+def digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Pipeline:
+    def __init__(self, cfg: dict, progress: bool = True, command: str = ""):
+        self.cfg = cfg
+        self.command = command
+        self.out = Path(cfg["output"])
+        self.progress = progress
+        self.state_path = self.out / "pipeline.json"
+        check_writable(self.state_path, "pipeline output")
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"stages": {}}
+        self.keys: dict[str, str] = {}
+
+    def _save(self) -> None:
+        atomic_write_json(self.state_path, self.state)
+
+    def stage(self, name: str, inputs: dict, run, outputs_of) -> dict:
+        """Run ``run()`` unless the recorded key matches and ``outputs_of(result)`` all exist."""
+        key = digest(name, __version__, inputs, [self.keys.get(s) for s in STAGES[:STAGES.index(name)]])
+        self.keys[name] = key
+        done = self.state["stages"].get(name, {})
+        number = f"[{STAGES.index(name) + 1}/{len(STAGES)}]"
+        if done.get("key") == key and done.get("finished") and all(Path(p).exists() for p in outputs_of(done["result"])):
+            print(f"{number} {name}: unchanged, skipped (finished {done['finished']})", flush=True)
+            return done["result"]
+        print(f"{number} {name} ...", flush=True)
+        start = time.perf_counter()
+        self.state["stages"][name] = {"key": key, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self._save()
+        result = run()
+        self.state["stages"][name].update(result=result, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+                                          seconds=round(time.perf_counter() - start, 1))
+        self._save()
+        print(f"{number} {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+        return result
+
+    def skip(self, name: str, why: str) -> None:
+        self.keys[name] = "off"
+        print(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}: off ({why})", flush=True)
+
+    # --- stages ---
+    def train(self) -> str:
+        cfg = self.cfg["train"]
+        if cfg["checkpoint"]:
+            path = Path(cfg["checkpoint"])
+            if not path.is_file():
+                raise EdgefaError(f"train.checkpoint {path}: file not found")
+            self.skip("train", f"using {path}")
+            self.keys["train"] = digest(str(path.resolve()), path.stat().st_size, path.stat().st_mtime)
+            return str(path)
+        recipe = find_config(cfg["config"], self.cfg["_config_dir"])
+        run_dir = self.out / "train"
+        overrides = [f"seed={self.cfg['seed']}", f"output={run_dir}", *cfg["overrides"]]
+
+        def run():
+            from training.config import load_config
+            from training.trainer import train
+
+            tcfg = load_config(recipe, overrides)
+            last = run_dir / "last.pt"
+            resume = str(last) if last.is_file() else None  # an interrupted run continues exactly
+            if resume:
+                print(f"  resuming from {last}", flush=True)
+            train(tcfg, resume=resume, progress=self.progress,
+                  command=f"edgefa train --config {recipe} " + " ".join(overrides))
+            return {"checkpoint": str(run_dir / "best.pt")}
+        result = self.stage("train", {"recipe": recipe.read_text(), "overrides": overrides}, run,
+                            lambda r: [r["checkpoint"]])
+        return result["checkpoint"]
+
+    def compress(self, name: str, checkpoint: str) -> str:
+        cfg = self.cfg[name]
+        if not cfg.get("enabled"):
+            self.skip(name, f"{name}.enabled=false")
+            return checkpoint
+        try:
+            from quantization import recipe
+        except ImportError:
+            raise EdgefaError(f"{name}: the compression stages need edgefa's quantization package") from None
+        run = (lambda: {"checkpoint": str(recipe.run_stage(name, checkpoint, cfg, self.out / name,
+                                                           seed=self.cfg["seed"], progress=self.progress))})
+        return self.stage(name, cfg, run, lambda r: [r["checkpoint"]])["checkpoint"]
+
+    def export(self, checkpoint: str) -> str:
+        from converters.export import format_rows, run_export
+
+        cfg = self.cfg["export"]
+        folder = self.out / "export"
+
+        def run():
+            rows, summary = run_export(checkpoint, cfg["formats"], cfg["precision"], folder,
+                                       calib_data=cfg["calib_data"], calib_n=cfg["calib_n"],
+                                       parity_data=cfg["parity_data"], parity_n=cfg["parity_n"],
+                                       postprocess=cfg["postprocess"], name=self.cfg["name"])
+            print(format_rows(rows), flush=True)
+            failed = [f"{r.format} {r.precision}" for r in rows if r.status == "failed"]
+            if failed:
+                print(f"  export: {len(failed)} file(s) failed their gate and are not in {folder}: {', '.join(failed)}")
+            return {"folder": str(folder), "files": [str(r.file) for r in rows if r.status != "failed" and r.file]}
+        return self.stage("export", cfg, run, lambda r: [r["folder"], *r["files"]])["folder"]
+
+    def bench(self, checkpoint: str, folder: str) -> str:
+        from benchmarks.bench import run_bench
+
+        cfg = self.cfg["bench"]
+        out = self.out / "bench"
+
+        def run():
+            _, code = run_bench([folder, checkpoint], out, runtimes=cfg["runtimes"], threads=cfg["threads"],
+                                warmup=cfg["warmup"], runs=cfg["runs"], min_time=cfg["min_time"], data=cfg["data"],
+                                peers=cfg["peers"], progress=self.progress, command=f"{self.command} (bench stage)")
+            return {"folder": str(out), "exit_code": code}
+        return self.stage("bench", cfg, run, lambda r: [str(Path(r["folder"]) / "bench.json")])["folder"]
+
+    def report(self, bench_dir: str) -> str:
+        from benchmarks.report import write_report
+
+        target = self.out / "report" / self.cfg["name"]
+
+        def run():
+            paths = write_report([bench_dir], target, title=self.cfg["report"]["title"] or
+                                 f"edgefa pipeline: {self.cfg['name']}")
+            return {"files": [str(p) for p in paths]}
+        return self.stage("report", self.cfg["report"], run, lambda r: r["files"])["files"]
+
+    def run(self) -> list[str]:
+        checkpoint = self.train()
+        checkpoint = self.compress("prune", checkpoint)
+        checkpoint = self.compress("qat", checkpoint)
+        folder = self.export(checkpoint)
+        bench_dir = self.bench(checkpoint, folder)
+        return self.report(bench_dir)
+
+
+def run_pipeline(config_path: str, overrides: list[str] = (), progress: bool = True) -> int:
+    cfg = load_pipeline_config(config_path, overrides)
+    pipe = Pipeline(cfg, progress=progress, command=" ".join(["edgefa pipeline --config", str(config_path), *overrides]))
+    start = time.perf_counter()
+    files = pipe.run()
+    md = next((f for f in files if f.endswith(".md")), None)
+    print(f"pipeline {cfg['name']}: finished in {(time.perf_counter() - start) / 60:.1f} min; report: {md} "
+          f"(+ .html, .csv, .json)")
+    bench = pipe.state["stages"].get("bench", {}).get("result", {})
+    return 1 if bench.get("exit_code") else 0

@@ -1,0 +1,142 @@
+"""edgefa bench / report / pipeline on tiny exported models: real runtimes, few calls."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.bench import check_request, run_bench
+from benchmarks.tables import flat_rows
+from benchmarks.timing import latency_stats, time_calls
+from converters.export import run_export
+from converters.formats import RUNTIME_IMPORTS
+from edgefa.cli import main
+from edgefa.errors import EdgefaError
+
+QUIET = {"progress": lambda *_: None}
+FAST = {"warmup": 1, "runs": 3, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A small checkpoint and its ONNX + TFLite files (post-processing in the graph)."""
+    from edgefa.facemodel.synthetic import synthetic_face_model
+    from edgefa.models.checkpoint import save_checkpoint
+    from edgefa.models.registry import create_model
+
+    root = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    model = create_model("mobilenetv3_small_100", input_size=64)
+    torch.nn.init.normal_(model.net.get_classifier().weight, std=0.05)  # outputs that vary per face
+    ckpt = root / "run" / "best.pt"
+    ckpt.parent.mkdir()
+    save_checkpoint(ckpt, model, synthetic_face_model())
+    formats = "onnx,tflite" if _has("litert_torch") else "onnx"
+    rows, _ = run_export(str(ckpt), formats, "fp32", root / "files", parity_n=2, postprocess=True, **QUIET)
+    assert all(r.status == "ok" for r in rows)
+    return root, ckpt, [r.file for r in rows]
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def test_latency_stats_are_the_percentiles_of_the_calls():
+    calls = []
+    times = time_calls(lambda: calls.append(1), warmup=2, runs=7)
+    assert len(calls) == 9 and times.shape == (7,)
+    t = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    stats = latency_stats(t, batch=2)
+    assert stats["p50_ms"] == 3.0 and stats["p90_ms"] == pytest.approx(np.percentile(t, 90))
+    assert stats["fps"] == pytest.approx(2000 / t.mean())
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"runtimes": "onnxruntme"}, "did you mean 'onnxruntime'"),
+    ({"threads": "1,x"}, "comma list of integers"),
+    ({"threads": "0"}, ">= 1"),
+    ({"runs": 0}, "--runs >= 1"),
+])
+def test_bad_requests_fail_before_work(kwargs, message):
+    args = {"runtimes": "onnxruntime", "threads": "1", "warmup": 1, "runs": None, "min_time": 1.0, "batch": 1, **kwargs}
+    with pytest.raises(EdgefaError, match=message):
+        check_request(**args)
+
+
+def test_bench_runs_every_file_and_checkpoint_with_accuracy(exported, tmp_path):
+    root, ckpt, files = exported
+    record, code = run_bench([str(root / "files"), str(ckpt)], tmp_path / "run", threads="1,2",
+                             data="synthetic:seed=3,n=6", **FAST)
+    assert code == 0
+    by_runtime = {t["runtime"]: t for t in record["targets"]}
+    assert "onnxruntime" in by_runtime and "torch" in by_runtime
+    for t in record["targets"]:
+        assert t["status"] == "ok", t
+        assert [r["threads"] for r in t["rows"]] == [1, 2]
+        assert all(r["latency"]["runs"] == 3 and r["latency"]["p50_ms"] > 0 for r in t["rows"])
+        acc = t["accuracy"]["nme"]
+        assert sum(acc["counts"].values()) == 6 and np.isfinite(acc["balanced_mean"])
+        assert t["info"]["params"] > 1e5 and t["info"]["macs"] > 1e6
+    # the exported files compute what the checkpoint computes: same accuracy on the same faces
+    onnx, torch_row = by_runtime["onnxruntime"], by_runtime["torch"]
+    assert onnx["accuracy"]["nme"]["balanced_mean"] == pytest.approx(torch_row["accuracy"]["nme"]["balanced_mean"], abs=0.02)
+    assert onnx["info"]["params"] == torch_row["info"]["params"]
+    saved = json.loads((tmp_path / "run" / "bench.json").read_text())
+    assert saved["machine"]["cores"] and saved["machine"]["versions"]["onnxruntime"] != "not installed"
+    assert (tmp_path / "run" / "bench.md").read_text().count("✅") == len(record["targets"])
+    with np.load(tmp_path / "run" / "overlays" / "run_best.pt.npz") as z:
+        assert z["image"].shape == (3, 120, 120, 3) and z["nme"][0] <= z["nme"][1] <= z["nme"][2]
+
+
+def test_bad_inputs_fail_their_rows_and_the_rest_runs(exported, tmp_path, monkeypatch):
+    root, _, files = exported
+    onnx = next(f for f in files if f.endswith(".onnx"))
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(Path(onnx).read_bytes()[:5000])
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"not a model at all" * 10)
+    monkeypatch.setitem(RUNTIME_IMPORTS, "litert", ("no_such_runtime",))
+    record, code = run_bench([onnx, str(truncated), str(garbage), str(tmp_path / "missing.onnx")], tmp_path / "run",
+                             runtimes="onnxruntime,litert", data="synthtic:n=4", **FAST)
+    assert code == 1
+    status = {t["name"]: (t["status"], t["note"]) for t in record["targets"]}
+    assert status[Path(onnx).name][0] == "ok"
+    assert status["truncated.onnx"][0] == "failed" and "truncated.onnx: not a loadable ONNX model" in status["truncated.onnx"][1]
+    assert status["garbage.tflite"] == ("skipped", "runtime 'litert' not installed: pip install 'edgefa[tflite]'")
+    assert status["missing.onnx"][0] == "failed" and "file not found" in status["missing.onnx"][1]
+    assert "did you mean 'synthetic'" in record["settings"]["data_error"]
+
+
+def test_cli_report_writes_every_format_and_compares_runs(exported, tmp_path, capsys):
+    root, _, files = exported
+    onnx = next(f for f in files if f.endswith(".onnx"))
+    for run in ("a", "b"):
+        assert main(["bench", onnx, "--runs", "3", "--warmup", "1", "--data", "synthetic:seed=3,n=6", "--quiet",
+                     "-o", str(tmp_path / run)]) == 0
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "rep" / "cmp")]) == 0
+    out = tmp_path / "rep"
+    md = (out / "cmp.md").read_text()
+    assert "Compared with the baseline run" in md and "| p50 ms 1t |" in md
+    assert "data:image/png;base64," in (out / "cmp.html").read_text()
+    for fig in ("ced", "pareto", "bins", "overlays"):
+        assert (out / f"cmp-{fig}.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (out / "cmp.csv").read_text().splitlines()
+    assert rows[0].startswith("run,name") and len(rows) == 3
+    assert len(json.loads((out / "cmp.json").read_text())["comparisons"]) == 1
+    assert main(["report", str(tmp_path / "nothing"), "-o", str(out / "x")]) == 2
+    assert "no bench.json" in capsys.readouterr().err
+
+
+def test_peer_ratio_uses_the_peer_file_of_the_same_format():
+    target = lambda name, fmt, prec, p50, peer=False: {  # noqa: E731
+        "name": name, "kind": "file", "runtime": "onnxruntime", "peer": peer, "status": "ok", "note": "",
+        "info": {"format": fmt, "precision": prec, "postprocess": True}, "accuracy": {},
+        "rows": [{"threads": 1, "status": "ok", "latency": {"p50_ms": p50}}]}
+    record = {"settings": {"threads": [1]}, "targets": [
+        target("3ddfa-v2-mb05.onnx", "onnx", "fp32", 2.0, peer=True), target("3ddfa-v2-mb05-int8.onnx", "onnx", "int8", 4.0, peer=True),
+        target("a.onnx", "onnx", "fp32", 1.0), target("a-int8.onnx", "onnx", "int8", 1.0), target("a-fp16.onnx", "onnx", "fp16", 3.0)]}
+    ratio = {r["name"]: r["vs_peer"] for r in flat_rows(record)}
+    assert ratio["a.onnx"] == 0.5 and ratio["a-int8.onnx"] == 0.25 and ratio["a-fp16.onnx"] == 1.5

@@ -1,0 +1,64 @@
+"""edgefa pipeline: every stage end to end on a tiny run, and a finished stage is not redone."""
+import json
+
+from edgefa.cli import main
+from edgefa.pipeline import Pipeline, load_pipeline_config
+
+CONFIG = "training/configs/pipeline-quick.yaml"
+TINY = ['train.overrides=["epochs=1","batch_size=8","data.train=synthetic:seed=0,n=16","data.val=synthetic:seed=1,n=8",'
+        '"data.workers=0","model.cfg.input_size=64"]', "export.formats=onnx", "export.precision=fp32",
+        "export.parity_n=2", "bench.data=synthetic:seed=2,n=4", "bench.runs=2", "bench.warmup=1", "bench.threads=1"]
+
+
+def test_stage_is_skipped_only_when_key_and_outputs_are_unchanged(tmp_path):
+    cfg = load_pipeline_config(CONFIG, [f"output={tmp_path}"])
+    calls = []
+    out_file = tmp_path / "made.txt"
+
+    def run():
+        calls.append(1)
+        out_file.write_text("x")
+        return {"file": str(out_file)}
+
+    def once(inputs):
+        pipe = Pipeline(cfg, progress=False)
+        return pipe.stage("export", inputs, run, lambda r: [r["file"]])
+
+    once({"a": 1})
+    once({"a": 1})
+    assert len(calls) == 1  # unchanged: skipped
+    once({"a": 2})
+    assert len(calls) == 2  # changed input: redone
+    out_file.unlink()
+    once({"a": 2})
+    assert len(calls) == 3  # output gone: redone
+
+
+def test_pipeline_end_to_end_then_resumes(tmp_path, capsys):
+    args = ["pipeline", "--config", CONFIG, "--quiet", f"output={tmp_path / 'p'}", "name=tiny", *TINY]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "[1/6] train: done" in out and "[6/6] report: done" in out
+    report = tmp_path / "p" / "report" / "tiny"
+    for suffix in (".md", ".html", ".csv", ".json"):
+        assert report.with_suffix(suffix).is_file()
+    record = json.loads((tmp_path / "p" / "bench" / "bench.json").read_text())
+    runtimes = {t["runtime"] for t in record["targets"]}
+    assert runtimes == {"onnxruntime", "torch"} and all(t["status"] == "ok" for t in record["targets"])
+
+    assert main(args) == 0  # nothing changed: every stage skipped
+    out = capsys.readouterr().out
+    assert out.count("unchanged, skipped") == 4  # train, export, bench, report (prune, qat: off)
+
+    assert main(args + ["bench.threads=1,2"]) == 0  # only bench and what follows it are redone
+    out = capsys.readouterr().out
+    assert "train: unchanged" in out and "export: unchanged" in out and "bench: done" in out and "report: done" in out
+
+
+def test_bad_pipeline_config_is_one_line(tmp_path, capsys):
+    assert main(["pipeline", "--config", CONFIG, "export.formats=onnx", "bench.pears=true"]) == 2
+    assert "did you mean 'bench.peers'" in capsys.readouterr().err
+    bad = tmp_path / "p.yaml"
+    bad.write_text("train: {config: nope.yaml}\n")
+    assert main(["pipeline", "--config", str(bad), f"output={tmp_path / 'o'}"]) == 2
+    assert "train.config nope.yaml: not found" in capsys.readouterr().err
