@@ -187,34 +187,40 @@ def check_data(data: str | None) -> str | None:
 
 
 def run_target(target: Target, job: dict, timeout: float, bar) -> None:
+    import threading
+
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump({**job, "kind": target.kind, "ref": target.ref}, fh)
-    try:
+    # stderr to a file, not a pipe: runtimes can log more than a pipe buffer while we read stdout
+    with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", fh.name], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
-        start = time.monotonic()
-        for line in proc.stdout:
-            if not line.startswith("@@edgefa "):
-                continue
-            ev = json.loads(line[len("@@edgefa "):])
-            kind = ev.pop("event")
-            if kind == "row":
-                target.rows.append(ev)
-                bar.update(1)
-            elif kind == "info":
-                target.info.update(ev)
-            elif kind in ("accuracy", "crash"):
-                if kind == "accuracy":
+                                stderr=err, text=True, cwd=Path(__file__).resolve().parent.parent)
+        watchdog = threading.Timer(timeout, proc.kill)  # a hung model prints nothing: kill it on time
+        watchdog.start()
+        try:
+            for line in proc.stdout:
+                if not line.startswith("@@edgefa "):
+                    continue
+                ev = json.loads(line[len("@@edgefa "):])
+                kind = ev.pop("event")
+                if kind == "row":
+                    target.rows.append(ev)
+                    bar.update(1)
+                elif kind == "info":
+                    target.info.update(ev)
+                elif kind == "accuracy":
                     target.accuracy = ev
-                else:
+                elif kind == "crash":
                     target.note = ev["note"]
-            if time.monotonic() - start > timeout:
-                proc.kill()
-                target.note = f"timed out after {timeout:.0f} s"
-        stderr = proc.stderr.read()
-        code = proc.wait()
-    finally:
-        os.unlink(fh.name)
+            code = proc.wait()
+        finally:
+            timed_out = not watchdog.is_alive() and proc.returncode not in (0, 1)
+            watchdog.cancel()
+            os.unlink(fh.name)
+        err.seek(0)
+        stderr = err.read()
+    if timed_out:
+        target.note = f"timed out after {timeout:.0f} s (--timeout)"
     bar.update(max(0, len(job["threads"]) - len(target.rows)))
     failed = code != 0 or any(r["status"] == "failed" for r in target.rows) or target.accuracy.get("status") == "failed"
     if failed and not target.note:

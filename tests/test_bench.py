@@ -140,3 +140,10 @@ def test_peer_ratio_uses_the_peer_file_of_the_same_format():
         target("a.onnx", "onnx", "fp32", 1.0), target("a-int8.onnx", "onnx", "int8", 1.0), target("a-fp16.onnx", "onnx", "fp16", 3.0)]}
     ratio = {r["name"]: r["vs_peer"] for r in flat_rows(record)}
     assert ratio["a.onnx"] == 0.5 and ratio["a-int8.onnx"] == 0.25 and ratio["a-fp16.onnx"] == 1.5
+
+
+def test_a_model_past_its_timeout_fails_its_row(exported, tmp_path):
+    _, _, files = exported
+    record, code = run_bench([files[0]], tmp_path / "run", data=None, timeout=0.5, **FAST)
+    assert code == 1
+    assert record["targets"][0]["status"] == "failed" and "timed out after" in record["targets"][0]["note"]
