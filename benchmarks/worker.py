@@ -94,11 +94,14 @@ class TorchTarget:
     def predictor(self, threads: int):
         import torch
 
-        from edgefa.predictor import load_predictor
+        from converters.export import load_source
+        from edgefa.predictor import TorchPredictor
 
         torch.set_num_threads(threads)
-        if self._predictor is None:
-            self._predictor = load_predictor(self.spec)
+        if self._predictor is None:  # export's loader: the same model and provenance an exported file gets
+            src = load_source(self.spec)
+            self.training_data = json.loads(src.metadata.get("edgefa.training_data", '"unknown"'))
+            self._predictor = TorchPredictor(src.model, src.face_model, src.label)
         return self._predictor
 
     def load(self, threads: int, crops: np.ndarray):
@@ -119,10 +122,9 @@ class TorchTarget:
 
         model = self._predictor.model
         state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-        untrained = "(untrained)" in self._predictor.name
         return {"format": "torch", "runtime": "torch", "precision": "fp32",
                 "model": getattr(model, "registry_name", "?"), "postprocess": False,
-                "training_data": "none: random initialisation" if untrained else "see checkpoint",
+                "training_data": self.training_data,
                 "params": count_params(model), "macs": count_macs(model),
                 "size_mb": state_bytes / 1e6, "size_of": "fp32 state_dict"}
 
