@@ -68,6 +68,9 @@ def load_source(spec: str, name: str | None = None) -> Source:
                                               "bins": {k: round(v, 3) for k, v in m.get("bins", {}).items()},
                                               "epoch": state.get("epoch")})
         label = path.parent.name if path.stem in ("best", "last") else path.stem
+        if state.get("compression"):  # pruning / QAT summary without the per-layer shapes
+            meta["edgefa.compression"] = json.dumps(
+                {stage: {k: v for k, v in rec.items() if k != "arch"} for stage, rec in state["compression"].items()})
     else:  # the peer or an untrained registry model: the predictor parses those specs
         pred = load_predictor(spec)
         model, face_model = pred.model, pred.face_model
@@ -150,7 +153,13 @@ def _size_mb(path: Path) -> float:
 
 def export_one(fmt: ExportFormat, precision: str, graph: ExportGraph, src: Source, out: Path,
                calib: np.ndarray | None, x: np.ndarray, ref: dict, options: dict) -> Row:
+    from quantization.qat import is_qat
+
     row = Row(fmt.name, precision)
+    if is_qat(graph.net) and (precision != "int8" or fmt.name == "coreml"):
+        row.reason = ("a QAT checkpoint exports as ONNX / TFLite int8 (its learned scales); "
+                      "export the float checkpoint it started from for other formats / precisions")
+        return row
     final = out / fmt.file_name(src.label + ("" if graph.postprocess else "-raw"), precision)
     tmp = out / f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{fmt.suffix}"
     start = time.perf_counter()

@@ -171,6 +171,8 @@ def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata
         if keep:
             info["uncompressed"] = keep
     spec_in, meta = graph.input_spec(), dict(metadata)
+    if precision in ("int8", "palette6", "palette4"):  # every compressed file says how it was calibrated
+        meta["edgefa.calibration"] = f"none: weight-only compression ({info['weights']}), float activations"
     if graph.postprocess:  # the file's input is float32 holding 0..255, not uint8
         spec_in = info["input_spec"] = {**spec_in, "dtype": "float32", "value_range": [0, 255]}
         meta["edgefa.input"] = json.dumps(spec_in)

@@ -135,6 +135,11 @@ def _quiet():
             lg.setLevel(level)
 
 
+# how each quantizer sets activation ranges (recorded in edgefa.calibration)
+CALIBRATION_METHOD = {"nncf": "NNCF MinMax (activations: mean of per-crop min/max; fast bias correction)",
+                      "onnxruntime": "onnxruntime quantize_static MinMax (activations: min/max over all crops)"}
+
+
 class _Calibration:
     """onnxruntime's CalibrationDataReader protocol over a numpy batch."""
 
@@ -214,13 +219,22 @@ def _int8(model, graph, calib: np.ndarray) -> tuple[object, dict]:
         raise EdgefaError(f"ONNX int8: no quantizer succeeded ({notes})")
     best = min(scored, key=scored.get)
     return candidates[best], {"quantizer": best, "quantizer_nrmse": notes,
-                              "calibration": f"{len(fit)} crops, min-max, per-channel weights, QDQ"}
+                              "calibration": f"static PTQ, {len(fit)} calibration crops, {CALIBRATION_METHOD[best]}; "
+                                             f"per-channel int8 weights, QDQ; the better of NNCF / onnxruntime "
+                                             f"on {len(check)} held-out crops"}
 
 
 def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata: dict[str, str]) -> dict:
     import onnx
 
-    model, how = _torch_to_onnx(graph)
+    from quantization.qat import is_qat, qat_calibration_note, with_integer_net
+
+    qat = precision == "int8" and is_qat(graph.net)
+    if qat:  # learned scales: the converted pt2e graph exports straight to QDQ, no calibration
+        with with_integer_net(graph, fold_weights=True):  # int8 initializers, not float + QuantizeLinear
+            model, how = _torch_to_onnx(graph)
+    else:
+        model, how = _torch_to_onnx(graph)
     model = _slim(model)
     info = {"converter": how, "opset": OPSET if "dynamo=True" in how else 17}
     if precision == "fp16":
@@ -231,6 +245,8 @@ def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata
         block = _float_only_nodes(model) if graph.postprocess else None
         model = convert_float_to_float16(model, keep_io_types=True, node_block_list=block)
         model = _slim(_drop_fp16_round_trips(model))
+    elif qat:
+        info["calibration"] = qat_calibration_note(graph.net)
     elif precision == "int8":
         model, notes = _int8(model, graph, calib)
         info.update(notes)

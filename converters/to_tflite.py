@@ -241,12 +241,26 @@ def _dtypes(details) -> str:
 
 def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata: dict[str, str],
            int8_io: bool = False) -> dict:
+    from quantization.qat import (
+        is_qat,
+        make_quantizer,
+        qat_calibration_note,
+        with_integer_net,
+    )
+
     if precision not in ("fp32", "fp16", "int8"):
         raise EdgefaError(f"TFLite: unsupported precision '{precision}' (fp32, fp16, int8)")
     info = {"converter": f"litert-torch {_version()}", "batch": 1}
     example, float_io = graph.example_input(1), False
     with _quiet():
-        if precision == "int8":
+        if precision == "int8" and is_qat(graph.net):  # learned scales: no calibration
+            from litert_torch.quantize.quant_config import QuantConfig
+
+            info["calibration"] = qat_calibration_note(graph.net)
+            with with_integer_net(graph):
+                content = _convert(_Named(graph), example, QuantConfig(pt2e_quantizer=make_quantizer(is_qat=False)))
+            float_io = not graph.postprocess and not int8_io
+        elif precision == "int8":
             qgraph, quant_config, info["calibration"] = _int8_graph(graph, calib)
             content = _convert(_Named(qgraph), example, quant_config)
             # litert-torch folds the quantize/dequantize at a bare network's ends into int8 I/O;

@@ -87,6 +87,20 @@ def _cmd_pipeline(args) -> int:
     return run_pipeline(args.config, args.overrides, progress=not args.quiet)
 
 
+def _cmd_qat(args) -> int:
+    from quantization.recipe import qat_from_cli
+
+    return qat_from_cli(args.checkpoint, args.config, args.overrides, output=args.output, resume=args.resume,
+                        quiet=args.quiet)
+
+
+def _cmd_prune(args) -> int:
+    from quantization.recipe import prune_from_cli
+
+    return prune_from_cli(args.checkpoint, args.ratio, args.method, args.finetune_epochs, args.output,
+                          config=args.config, overrides=args.overrides, quiet=args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefa", description="3D face alignment: train, evaluate, export.")
     parser.add_argument("--version", action="version", version=f"edgefa {__version__}")
@@ -164,6 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("overrides", nargs="*", help="key=value overrides, e.g. bench.peers=true 'train.overrides=[epochs=1]'")
     pi.add_argument("--quiet", action="store_true", help="no progress bars")
     pi.set_defaults(func=_cmd_pipeline)
+    qa = sub.add_parser("qat", help="quantization-aware training (torchao pt2e) of a trained checkpoint")
+    qa.add_argument("--checkpoint", required=True, help="float checkpoint to start from (runs/x/best.pt, pruned ok)")
+    qa.add_argument("--config", required=True, help="recipe, e.g. training/configs/qat-mobilenetv3-small.yaml")
+    qa.add_argument("overrides", nargs="*", help="key=value overrides, e.g. qat.epochs=1 data.workers=0")
+    qa.add_argument("-o", "--output", help="run folder (default: runs/<recipe name>)")
+    qa.add_argument("--resume", help="continue from the QAT run's last.pt")
+    qa.add_argument("--quiet", action="store_true", help="no progress bar")
+    qa.set_defaults(func=_cmd_qat)
+    pr = sub.add_parser("prune", help="structured pruning (torch-pruning DepGraph) to a MACs ratio, then fine-tune")
+    pr.add_argument("--checkpoint", required=True, help="float checkpoint to prune")
+    pr.add_argument("--ratio", required=True, type=float, help="fraction of MACs to remove, in (0, 1)")
+    pr.add_argument("--method", default="magnitude", help="channel importance: magnitude | taylor")
+    pr.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs, distilled from the unpruned model")
+    pr.add_argument("--config", help="recipe for the fine-tune (default: the checkpoint's own training config)")
+    pr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. finetune.lr=5e-4 data.workers=0")
+    pr.add_argument("-o", "--output", required=True, help="run folder: pruned.pt, finetune/best.pt")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=_cmd_prune)
     return parser
 
 

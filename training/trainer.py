@@ -91,7 +91,10 @@ def _device(cfg: dict, rank: int, world: int) -> str:
     return "cpu"
 
 
-def train(cfg: dict, resume: str | None = None, progress: bool = True, command: str | None = None) -> dict:
+def train(cfg: dict, resume: str | None = None, progress: bool = True, command: str | None = None,
+          model=None, face_model=None, epoch_hook=None) -> dict:
+    """``model`` / ``face_model``: start from these instead of the recipe's (pruned or QAT models
+    from ``quantization``); ``epoch_hook(model, epoch)`` runs before each epoch (QAT freezing)."""
     rank, world = _distributed()
     main_rank = rank == 0
     out = Path(cfg["output"])
@@ -103,8 +106,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     device = _device(cfg, rank, world)
-    fm = resolve_face_model(cfg["face_model"])
-    model = create_model(cfg["model"]["name"], **cfg["model"]["cfg"]).to(device)
+    fm = face_model if face_model is not None else resolve_face_model(cfg["face_model"])
+    model = (model if model is not None else create_model(cfg["model"]["name"], **cfg["model"]["cfg"])).to(device)
     optimizer = make_optimizer(model, cfg)
     teacher = None
     if cfg["teacher"]:
@@ -147,6 +150,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
         loader = DataLoader(train_set, batch_size=per_rank, shuffle=sampler is None, sampler=sampler,
                             generator=generator, num_workers=cfg["data"]["workers"],
                             drop_last=len(train_set) > per_rank, worker_init_fn=single_thread_worker)
+        if epoch_hook is not None:
+            epoch_hook(model, epoch)
         net.train()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="batch", disable=None if show else True)
         for step, batch in enumerate(bar):
@@ -155,8 +160,10 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
                 group["lr"] = lr
             images = batch["image"].to(device)
             teacher_raw = teacher(images) if teacher is not None else None
-            pred_w = net(to_model_input(images, model)).float()
-            terms = loss_terms(pred_w, batch, fm, cfg["loss"], teacher_raw)
+            outputs = net(to_model_input(images, model))
+            aux = outputs if isinstance(outputs, dict) else None  # training-only outputs (query decoder, dense)
+            pred_w = (outputs["params"] if aux is not None else outputs).float()
+            terms = loss_terms(pred_w, batch, fm, cfg["loss"], teacher_raw, aux=aux)
             weighted = [cfg["loss"][k] * v for k, v in terms.items()] or [pred_w.sum() * 0.0]
             loss = sum(weighted)
             if not torch.isfinite(loss):

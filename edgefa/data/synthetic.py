@@ -5,6 +5,12 @@ and an image rendered from it (``edgefa.data.render``). Its labels are the model
 landmarks are ``geometry.landmarks(params)`` and the pose is ``geometry.euler_angles(params)``,
 so labels and pixels agree exactly. The crop framing follows the 3DDFA 120x120 crops of
 AFLW2000-3D: the landmarks' bounding box spans 60-75% of the crop, centred within a few pixels.
+
+``contour=True`` (``synthetic:...,contour=true``) labels the 17 jaw points contour-aware instead
+(``edgefa.facemodel.contour``, RDR Sec. 1): where the parallel line of each meets the visible face
+outline, as a 2D annotator would mark them. Off by default: the parameters (and the evaluation
+protocol of AFLW2000-3D, whose jaw points are fixed 3DMM vertices) follow the fixed vertices, so
+with it on, ``pts68`` no longer equals ``landmarks(params)`` on the jaw at large yaw.
 """
 from __future__ import annotations
 
@@ -98,7 +104,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
     """
 
     def __init__(self, n: int = 500, seed: int = 0, size: int = 120, face_model: FaceModel | None = None,
-                 occlusion: float = 0.3):
+                 occlusion: float = 0.3, contour: bool = False):
         self.face_model = face_model if face_model is not None else synthetic_face_model()
         if self.face_model.dense is None:
             raise ValueError(f"face model '{self.face_model.name}' has no dense mesh to render")
@@ -106,6 +112,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
             raise ValueError(f"face model '{self.face_model.name}' is for {self.face_model.size} px crops, "
                              f"not {size}")
         self.n, self.seed, self.size, self.occlusion = int(n), int(seed), int(size), float(occlusion)
+        self.contour = bool(contour)  # spec values "true"/"false" arrive as booleans (edgefa.specs)
         self.names = [f"synthetic-{self.seed}-{i:06d}" for i in range(self.n)]
 
     def __len__(self) -> int:
@@ -117,6 +124,11 @@ class SyntheticFaces(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, index])
         params = sample_params(rng, self.face_model)
         image = render_face(params, self.face_model, rng, occlusion=self.occlusion)
-        pts68 = geometry.landmarks(params, self.face_model)
+        if self.contour:
+            from edgefa.facemodel.contour import contour_landmarks
+
+            pts68 = contour_landmarks(params, self.face_model)
+        else:
+            pts68 = geometry.landmarks(params, self.face_model)
         pose = geometry.euler_angles(params)
         return make_sample(image, index, roi_box=None, pts68=pts68, pose=pose, params=params)

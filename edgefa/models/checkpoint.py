@@ -53,6 +53,9 @@ def save_checkpoint(path: str | Path, model: FaceRegressor, face_model: FaceMode
         "git_commit": git_commit(),
         **extra,
     }
+    record = getattr(model, "compression_record", None)
+    if record:  # pruned / QAT models: plain numbers that let model_from_checkpoint rebuild them
+        state["compression"] = record
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         torch.save(state, tmp)
@@ -90,12 +93,17 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def model_from_checkpoint(path: str | Path) -> tuple[FaceRegressor, FaceModel, dict]:
     state = load_checkpoint(path)
-    model = create_model(state["model"]["name"], **state["model"]["cfg"])
-    try:
-        model.load_state_dict(state["state_dict"])
-    except RuntimeError as exc:
-        raise EdgefaError(f"{path}: weights do not fit model '{state['model']['name']}' "
-                          f"({str(exc).splitlines()[0]})") from exc
+    if state.get("compression"):  # pruned and/or QAT: rebuilt from recorded shapes, never unpickled
+        from quantization.architecture import rebuild_model
+
+        model = rebuild_model(state, str(path))
+    else:
+        model = create_model(state["model"]["name"], **state["model"]["cfg"])
+        try:
+            model.load_state_dict(state["state_dict"])
+        except RuntimeError as exc:
+            raise EdgefaError(f"{path}: weights do not fit model '{state['model']['name']}' "
+                              f"({str(exc).splitlines()[0]})") from exc
     fm_state = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in state["face_model"].items()}
     return model.eval(), FaceModel.from_state_dict(fm_state), state
 

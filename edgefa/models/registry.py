@@ -48,7 +48,7 @@ def register_model(name: str, builder: Callable[..., FaceRegressor], family: str
 
 def _ensure_registered() -> None:
     # families register on import; importing here keeps `edgefa.models` import-light
-    from edgefa.models import mobilenet_v1, multitask, timm_backbones  # noqa: F401
+    from edgefa.models import dense, mobile_frnet, mobilenet_v1, multitask, query_decoder, timm_backbones  # noqa: F401
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -1,0 +1,199 @@
+"""The compression stages as library calls (``edgefa prune``, ``edgefa qat`` and ``edgefa pipeline``
+are thin wrappers): prune -> fine-tune (distilled from the unpruned model) -> QAT -> export.
+
+Run folder of ``run_compression(cfg, run_dir)``::
+
+    run_dir/pruned.pt            pruned, before fine-tuning
+    run_dir/finetune/best.pt     fine-tuned (trainer layout: best.pt, last.pt, summary.json)
+    run_dir/qat/best.pt          fake-quant model with learned scales
+    run_dir/export/              int8 ONNX / TFLite files, each through the parity gate
+    run_dir/compression.json     what each stage did and measured
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from edgefa.errors import EdgefaError
+from edgefa.fileio import atomic_write_json, check_writable
+
+
+def _load(path: str | Path):
+    from edgefa.models.checkpoint import model_from_checkpoint
+
+    return model_from_checkpoint(path)
+
+
+def _taylor_loss(cfg: dict, face_model, n: int):
+    """loss(model) on ``n`` labelled crops of the recipe's first training set (no distillation:
+    against itself the unpruned model's distillation gradient is zero)."""
+    import numpy as np
+
+    from edgefa.data.registry import create_dataset
+    from edgefa.predictor import to_model_input
+    from training.data import TrainSet
+    from training.objectives import loss_terms
+
+    spec = cfg["data"]["train"]
+    spec = spec[0] if isinstance(spec, list) else spec
+    dataset = create_dataset(spec)
+    own = getattr(getattr(dataset, "face_model", None), "name", face_model.name)
+    data = TrainSet(dataset, None, cfg["seed"], keep_params=own == face_model.name)
+    idx = np.linspace(0, len(data) - 1, min(n, len(data))).round().astype(int)
+    batch = {k: torch.stack([data[int(i)][k] for i in idx]) for k in data[0]}
+
+    def loss(model):
+        model.train()  # BN in batch mode, like the trainer; torch-pruning copies are discarded after
+        terms = loss_terms(model(to_model_input(batch["image"], model)).float(), batch, face_model, cfg["loss"])
+        model.eval()
+        if not terms:
+            raise EdgefaError(f"taylor pruning: data.train {spec} has no labels the loss weights use")
+        return sum(cfg["loss"][k] * v for k, v in terms.items())
+
+    return loss
+
+
+def prune_checkpoint(source: str | Path, cfg: dict, run_dir: str | Path, progress: bool = True) -> Path:
+    """Prune ``source`` by ``cfg['prune']`` (MACs ratio), save ``pruned.pt``, then fine-tune for
+    ``cfg['finetune']['epochs']`` distilled from ``source``. Returns the checkpoint to use next."""
+    from edgefa.models.checkpoint import save_checkpoint
+    from quantization.config import stage_config
+    from quantization.prune import check_method, check_ratio, prune_model
+    from training.trainer import train
+
+    run_dir = Path(run_dir)
+    check_writable(run_dir / "pruned.pt", "run")
+    p = cfg["prune"]
+    check_ratio(p["ratio"]), check_method(p["method"])
+    model, face_model, state = _load(source)
+    if "qat" in state.get("compression", {}):
+        raise EdgefaError(f"{source}: a QAT checkpoint; prune the float model, then run QAT")
+    taylor = _taylor_loss(cfg, face_model, int(p["taylor_crops"])) if p["method"] == "taylor" else None
+    t0 = time.perf_counter()
+    result = prune_model(model, p["ratio"], p["method"], taylor_loss=taylor, tolerance=float(p["tolerance"]))
+    record = result.record
+    record["source"] = str(source)
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"pruned {model.registry_name}: MACs {record['macs_before'] / 1e6:.1f} M -> {record['macs_after'] / 1e6:.1f} M "
+          f"(-{100 * record['macs_ratio']:.1f} %, asked -{100 * p['ratio']:.0f} %), params "
+          f"{record['params_before'] / 1e6:.2f} M -> {record['params_after'] / 1e6:.2f} M, channel ratio "
+          f"{record['channel_ratio']:.3f} ({record['search_evals']} tries, {record['seconds']:.0f} s)", flush=True)
+    pruned_path = run_dir / "pruned.pt"
+    extra = {k: state[k] for k in ("config", "metrics") if k in state}  # metrics: of the unpruned source
+    save_checkpoint(pruned_path, result.model, face_model, command=f"prune {source}", **extra)
+    if int(cfg["finetune"]["epochs"]) <= 0:
+        return pruned_path
+    ft = stage_config(cfg, "finetune", run_dir / "finetune", teacher=str(source))
+    train(ft, progress=progress, command=f"finetune after pruning {source}", model=result.model,
+          face_model=face_model)
+    return run_dir / "finetune" / "best.pt"
+
+
+def qat_checkpoint(source: str | Path, cfg: dict, output: str | Path, progress: bool = True,
+                   resume: str | None = None) -> Path:
+    """QAT of ``source`` (float, possibly pruned) for ``cfg['qat']['epochs']``, distilled from it;
+    best.pt / last.pt in ``output`` like training's. Returns ``output/best.pt``."""
+    from quantization.config import stage_config
+    from quantization.qat import prepare_qat, stage_hook
+    from training.trainer import train
+
+    q = cfg["qat"]
+    if int(q["epochs"]) < 1:
+        raise EdgefaError(f"qat.epochs: {q['epochs']}: QAT needs at least one epoch")
+    model, face_model, state = _load(source)
+    if "qat" in state.get("compression", {}):
+        raise EdgefaError(f"{source}: already a QAT checkpoint; start QAT from the float model")
+    qat_model = prepare_qat(model, {"source": str(source), "epochs": int(q["epochs"]),
+                                    "freeze_bn_after": q["freeze_bn_after"],
+                                    "freeze_observers_after": q["freeze_observers_after"]})
+    stage = stage_config(cfg, "qat", Path(output), teacher=str(source))
+    train(stage, resume=resume, progress=progress, command=f"qat {source}", model=qat_model,
+          face_model=face_model, epoch_hook=stage_hook(q["freeze_bn_after"], q["freeze_observers_after"]))
+    return Path(output) / "best.pt"
+
+
+def export_checkpoint(checkpoint: str | Path, cfg: dict, out_dir: str | Path) -> list[dict]:
+    """int8 files of a QAT checkpoint (its learned scales; no calibration) or a float one (PTQ)."""
+    from dataclasses import asdict
+
+    from converters.export import run_export
+
+    e = cfg["export"]
+    rows, _ = run_export(str(checkpoint), e["formats"], "int8", out_dir, calib_data=e["calib_data"],
+                         calib_n=int(e["calib_n"]), parity_data=e["parity_data"], parity_n=int(e["parity_n"]),
+                         postprocess=bool(e["postprocess"]), name=cfg["name"])
+    return [asdict(r) for r in rows]
+
+
+def run_compression(cfg: dict, run_dir: str | Path, progress: bool = True) -> Path:
+    """prune -> fine-tune -> QAT -> int8 export, per ``cfg`` (``quantization.config``); the
+    QAT checkpoint's path is returned, the exported files are in ``run_dir/export``.
+    ``prune.ratio: 0`` or ``null`` skips pruning (QAT of the source as is)."""
+    run_dir = Path(run_dir)
+    check_writable(run_dir / "compression.json", "run")
+    if not cfg.get("source"):
+        raise EdgefaError("source: the recipe needs a source checkpoint (source: runs/x/best.pt or --checkpoint)")
+    summary = {"source": cfg["source"], "stages": {}}
+    current = Path(cfg["source"])
+    if cfg["prune"]["ratio"]:
+        current = prune_checkpoint(current, cfg, run_dir, progress)
+        summary["stages"]["prune"] = str(current)
+    current = qat_checkpoint(current, cfg, run_dir / "qat", progress)
+    summary["stages"]["qat"] = str(current)
+    summary["export"] = export_checkpoint(current, cfg, run_dir / "export")
+    failed = [f"{r['format']} {r['precision']}: {r['reason']}" for r in summary["export"] if r["status"] == "failed"]
+    summary["config"] = cfg
+    atomic_write_json(run_dir / "compression.json", summary)
+    if failed:
+        raise EdgefaError(f"{run_dir}: QAT model saved, but export failed ({'; '.join(failed)})")
+    return current
+
+
+def _source_state(checkpoint: str | Path) -> dict:
+    from edgefa.models.checkpoint import load_checkpoint
+
+    return load_checkpoint(checkpoint)  # fails early and in one line: missing / not a checkpoint
+
+
+def prune_from_cli(checkpoint: str, ratio: float, method: str, finetune_epochs: int, output: str,
+                   config: str | None = None, overrides: list[str] = (), quiet: bool = False) -> int:
+    from quantization.config import load_compression_config
+    from quantization.prune import check_method, check_ratio
+
+    check_ratio(ratio), check_method(method)
+    if finetune_epochs < 0:
+        raise EdgefaError(f"--finetune-epochs {finetune_epochs}: must be >= 0")
+    state = _source_state(checkpoint)
+    cfg = load_compression_config(config, [*overrides, f"prune.ratio={ratio}", f"prune.method={method}",
+                                           f"finetune.epochs={finetune_epochs}"],
+                                  source=checkpoint, source_config=state.get("config"))
+    path = prune_checkpoint(checkpoint, cfg, output, progress=not quiet)
+    print(f"wrote {path}")
+    return 0
+
+
+def qat_from_cli(checkpoint: str, config: str, overrides: list[str] = (), output: str | None = None,
+                 resume: str | None = None, quiet: bool = False) -> int:
+    from quantization.config import load_compression_config
+
+    state = _source_state(checkpoint)
+    cfg = load_compression_config(config, overrides, source=checkpoint, source_config=state.get("config"))
+    path = qat_checkpoint(checkpoint, cfg, output or cfg["output"], progress=not quiet, resume=resume)
+    print(f"wrote {path} (export: edgefa export --model {path} --formats onnx,tflite --precision int8 -o DIR)")
+    return 0
+
+
+def compress(config: str | Path, overrides: list[str] = (), source: str | None = None,
+             run_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """``run_compression`` from a recipe file: the source checkpoint (``source`` or the recipe's
+    ``source:``) supplies the unset training keys; ``run_dir`` defaults to the recipe's output."""
+    from quantization.config import load_compression_config
+
+    cfg = load_compression_config(config, overrides, source=source)
+    if not cfg.get("source"):
+        raise EdgefaError(f"{config}: no source checkpoint (set source: or pass one)")
+    state = _source_state(cfg["source"])
+    cfg = load_compression_config(config, overrides, source=cfg["source"], source_config=state.get("config"))
+    return run_compression(cfg, run_dir or cfg["output"], progress)

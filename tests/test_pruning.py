@@ -1,0 +1,123 @@
+"""Structured pruning: MACs drop by the asked ratio, the pruned model saves as tensors, reloads,
+fine-tunes with distillation and exports with passing parity; bad input is one line, exit 2.
+Tiny: 64 px inputs, synthetic crops, one short fine-tune."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgefa.cli import main
+from edgefa.errors import EdgefaError
+from edgefa.models.checkpoint import model_from_checkpoint, save_checkpoint
+from edgefa.models.registry import create_model
+from edgefa.profile import count_macs
+
+pytest.importorskip("torch_pruning")
+
+SIZE = 64
+TINY_DATA = ["data.train=synthetic:seed=0,n=16", "data.val=synthetic:seed=1,n=8", "data.workers=0",
+             "data.cache=false", "batch_size=8", "augment=false"]
+
+
+def _checkpoint(tmp_path, name="mobilenetv3_small_100"):
+    from edgefa.facemodel.synthetic import synthetic_face_model
+
+    torch.manual_seed(0)
+    model = create_model(name, input_size=SIZE)
+    torch.nn.init.normal_(model.net.get_classifier().weight, std=0.05)  # outputs that vary per crop
+    path = tmp_path / f"{name}.pt"
+    save_checkpoint(path, model.eval(), synthetic_face_model(),
+                    config={"face_model": "synthetic", "data": {"train": "synthetic:seed=0,n=16"}})
+    return path, model.eval()
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "mobilenetv3_small_100", "mobilenetv3_large_100"])
+@pytest.mark.parametrize("ratio", [0.3, 0.5])
+def test_prune_removes_the_asked_fraction_of_macs(name, ratio):
+    from quantization.prune import prune_model
+
+    model = create_model(name, input_size=SIZE).eval()
+    macs = count_macs(model)
+    result = prune_model(model, ratio)
+    got = 1 - count_macs(result.model) / macs  # counted here, not taken from the record
+    assert abs(got - ratio) <= 0.05, f"{name}: removed {got:.3f} of MACs, asked {ratio}"
+    assert result.model.net.get_classifier().out_features == 62  # the regression head is kept
+    assert result.record["params_after"] < result.record["params_before"]
+    with torch.no_grad():
+        assert result.model(torch.zeros(2, 3, SIZE, SIZE)).shape == (2, 62)
+    # depthwise convs stayed depthwise (groups followed the pruned channels)
+    for m in result.model.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.groups > 1:
+            assert m.groups == m.in_channels == m.out_channels
+
+
+def test_pruned_checkpoint_reloads_without_pickles_and_exports(tmp_path):
+    from converters.export import run_export
+    from edgefa.facemodel.synthetic import synthetic_face_model
+    from quantization.prune import prune_model
+
+    _, model = _checkpoint(tmp_path)
+    result = prune_model(model, 0.5)
+    path = tmp_path / "pruned.pt"
+    save_checkpoint(path, result.model, synthetic_face_model())
+    state = torch.load(path, weights_only=True)  # tensors and plain values only
+    assert state["compression"]["pruning"]["arch"]
+    loaded, _, _ = model_from_checkpoint(path)
+    x = torch.randn(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), result.model(x))
+    assert count_macs(loaded) == result.record["macs_after"]
+    formats = "onnx,tflite" if pytest.importorskip("litert_torch") else "onnx"
+    rows, _ = run_export(str(path), formats, "fp32", tmp_path / "out", parity_n=4, progress=lambda _: None)
+    assert [r.status for r in rows] == ["ok"] * len(rows), [r.reason for r in rows]
+
+
+def test_mobilevit_v1_attention_is_pruned_per_head():
+    from quantization.prune import prune_model
+
+    model = create_model("mobilevit_xxs").eval()
+    result = prune_model(model, 0.3)
+    got = 1 - count_macs(result.model) / count_macs(model)
+    assert abs(got - 0.3) <= 0.05
+    attns = [m for m in result.model.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")]
+    assert attns and all(m.qkv.out_features == 3 * m.num_heads * m.head_dim for m in attns)
+    with torch.no_grad():
+        assert result.model(torch.zeros(1, 3, 128, 128)).shape == (1, 62)
+
+
+def test_mobilevit_v2_is_refused_with_the_reason():
+    from quantization.prune import prune_model
+
+    with pytest.raises(EdgefaError, match="MobileViT v2"):
+        prune_model(create_model("mobilevitv2_050").eval(), 0.3)
+
+
+def test_prune_cli_taylor_then_distilled_finetune(tmp_path, capsys):
+    path, _ = _checkpoint(tmp_path)
+    out = tmp_path / "run"
+    code = main(["prune", "--checkpoint", str(path), "--ratio", "0.3", "--method", "taylor", "--finetune-epochs", "1",
+                 "-o", str(out), "--quiet", *TINY_DATA, "prune.taylor_crops=8"])
+    assert code == 0
+    state = torch.load(out / "finetune" / "best.pt", weights_only=True)
+    assert state["config"]["teacher"] == str(path) and state["config"]["loss"]["distill"] > 0
+    assert state["compression"]["pruning"]["method"] == "taylor"
+    model, _, _ = model_from_checkpoint(out / "finetune" / "best.pt")
+    assert abs(1 - count_macs(model) / count_macs(create_model("mobilenetv3_small_100", input_size=SIZE)) - 0.3) <= 0.05
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ratio", "1.5"], "must be in (0, 1)"),
+    (["--ratio", "0"], "must be in (0, 1)"),
+    (["--ratio", "0.3", "--method", "magnitud"], "did you mean 'magnitude'"),
+])
+def test_prune_cli_bad_input_is_one_line(tmp_path, capsys, args, message):
+    path, _ = _checkpoint(tmp_path)
+    assert main(["prune", "--checkpoint", str(path), "-o", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_prune_cli_missing_checkpoint(tmp_path, capsys):
+    assert main(["prune", "--checkpoint", str(tmp_path / "nope.pt"), "--ratio", "0.3", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint not found" in err and len(err.splitlines()) == 1
