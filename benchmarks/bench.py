@@ -71,7 +71,7 @@ def _file_order(path: Path) -> tuple:
     fmt = format_of_path(path)
     stem = path.name[: -len(fmt.suffix)] if fmt else path.stem
     base, _, prec = stem.rpartition("-")
-    ranks = {"fp16": 1, "int8": 2, "palette6": 3, "palette4": 4}
+    ranks = {"fp16": 1, "int8": 2, "palette6": 3, "palette4": 4, "sparse50": 5}
     if prec not in ranks:
         base, prec = stem, "fp32"
     return (str(path.parent), base, fmt.name if fmt else "torch", ranks.get(prec, 0))

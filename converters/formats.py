@@ -70,6 +70,7 @@ PRECISION_MEANING = {
     "int8": "8-bit integer (ONNX/TFLite: calibrated static activations + per-channel weights; CoreML: weights)",
     "palette6": "6-bit palettized weights (CoreML)",
     "palette4": "4-bit palettized weights (CoreML)",
+    "sparse50": "50 % unstructured magnitude-sparse weights (CoreML sparse storage; smaller file, no CPU speed-up)",
 }
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
@@ -77,7 +78,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
                  ("onnx", "onnxruntime", "onnxslim"), ("Linux", "Darwin", "Windows"), "converters.to_onnx"),
     ExportFormat("tflite", ".tflite", ("fp32", "fp16", "int8"), "ai-edge-litert (XNNPACK)", "litert", "tflite",
                  ("litert_torch",), ("Linux", "Darwin"), "converters.to_tflite"),
-    ExportFormat("coreml", ".mlpackage", ("fp32", "fp16", "int8", "palette6", "palette4"), "coremltools (macOS only)",
+    ExportFormat("coreml", ".mlpackage", ("fp32", "fp16", "int8", "palette6", "palette4", "sparse50"),
+                 "coremltools (macOS only)",
                  "coreml", "coreml", ("coremltools",), ("Darwin",), "converters.to_coreml"),
 ]}
 

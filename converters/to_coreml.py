@@ -6,6 +6,10 @@
   palette4: weight-only compression (``linear_quantize_weights`` int8 symmetric per-channel,
   ``palettize_weights`` kmeans 6/4-bit per-tensor) applied to the fp16 program; activations run
   in fp16, the landmark basis is left uncompressed. No calibration data is used.
+- sparse50: unstructured magnitude pruning of the weights to 50 % zeros (``prune_weights``), stored
+  as Core ML sparse constants (bitmask + non-zeros): a smaller file, the one target where
+  unstructured sparsity pays; it changes neither MACs nor latency on CPU runtimes (ONNX / TFLite
+  run dense kernels), so it exists for CoreML only. Accuracy is not fine-tuned back: check it on macOS.
 - Inputs and outputs are float32. A post-processing graph takes an NHWC crop as **float32 0..255**:
   a Core ML MLMultiArray has no uint8 type (FLOAT32/FLOAT16/DOUBLE/INT32; INT8 from iOS 26) and
   coremltools' torch.export frontend has no torch.uint8 mapping; ``edgefa.input`` says so.
@@ -32,7 +36,8 @@ from edgefa.errors import EdgefaError
 
 INPUT_NAME = "input"
 DEPLOYMENT_TARGET = "iOS16"  # spec 7 / macOS 13: mlprogram with int8 and LUT weight compression
-PRECISIONS = ("fp32", "fp16", "int8", "palette6", "palette4")
+PRECISIONS = ("fp32", "fp16", "int8", "palette6", "palette4", "sparse50")
+COMPRESSED = ("int8", "palette6", "palette4", "sparse50")  # weight-only, applied to the fp16 program
 NEEDS_MACOS = "predict / parity / latency (Core ML framework: macOS only)"
 _CONSTEXPR = {"constexpr_affine_dequantize": "int8", "constexpr_blockwise_shift_scale": "int8",
               "constexpr_lut_to_dense": "palettized", "constexpr_sparse_to_dense": "sparse"}
@@ -131,6 +136,11 @@ def _compress(ct, model, precision: str, keep: list[str]):
     if precision == "int8":
         op_config = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
         fn, how = opt.linear_quantize_weights, "int8 linear symmetric per-channel weights on the fp16 program"
+    elif precision.startswith("sparse"):
+        sparsity = int(precision.removeprefix("sparse")) / 100
+        op_config = opt.OpMagnitudePrunerConfig(target_sparsity=sparsity)
+        fn, how = opt.prune_weights, (f"{sparsity:.0%} unstructured magnitude-sparse weights on the fp16 program "
+                                      "(smaller file; no speed-up on CPU runtimes)")
     else:
         nbits = int(precision.removeprefix("palette"))
         op_config = opt.OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor")
@@ -165,13 +175,13 @@ def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata
     info = {"converter": f"torch.export -> coremltools {ct.__version__} mlprogram",
             "deployment_target": deployment_target,
             "compute_precision": "float32" if fp32 else "float16 network" + (", float32 post-processing" if graph.postprocess else "")}
-    if precision in ("int8", "palette6", "palette4"):
+    if precision in COMPRESSED:
         keep = _tail_consts(model._mil_program, param_std) if graph.postprocess else []
         model, info["weights"] = _compress(ct, model, precision, keep)
         if keep:
             info["uncompressed"] = keep
     spec_in, meta = graph.input_spec(), dict(metadata)
-    if precision in ("int8", "palette6", "palette4"):  # every compressed file says how it was calibrated
+    if precision in COMPRESSED:  # every compressed file says how it was calibrated
         meta["edgefa.calibration"] = f"none: weight-only compression ({info['weights']}), float activations"
     if graph.postprocess:  # the file's input is float32 holding 0..255, not uint8
         spec_in = info["input_spec"] = {**spec_in, "dtype": "float32", "value_range": [0, 255]}
@@ -269,7 +279,7 @@ def _weights(ops, tail: set[str]) -> dict[str, int]:
 
 
 EXPECTED_WEIGHTS = {"fp32": "float32", "fp16": "float16", "int8": "int8", "palette6": "palettized_6bit",
-                    "palette4": "palettized_4bit"}
+                    "palette4": "palettized_4bit", "sparse50": "sparse"}
 
 
 def validate(path: str | Path, graph) -> dict:

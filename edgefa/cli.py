@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="ONNX / TFLite / CoreML files, each parity-checked against PyTorch")
     ex.add_argument("--model", required=True, help="runs/x/best.pt | 3ddfa-v2-mb05:PATH | MODEL_NAME (untrained)")
     ex.add_argument("--formats", default="onnx", help="comma list of: onnx, tflite, coreml")
-    ex.add_argument("--precision", default="fp32", help="comma list of: fp32, fp16, int8 (coreml also palette6, palette4)")
+    ex.add_argument("--precision", default="fp32", help="comma list of: fp32, fp16, int8 (coreml also palette6, palette4, sparse50)")
     ex.add_argument("--calib-data", help="dataset spec of int8 calibration crops (default: synthetic:seed=7)")
     ex.add_argument("--calib-n", type=int, default=200, help="number of calibration crops")
     ex.add_argument("--parity-data", help="dataset spec of the parity crops (default: synthetic:seed=8)")

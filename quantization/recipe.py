@@ -102,6 +102,9 @@ def qat_checkpoint(source: str | Path, cfg: dict, output: str | Path, progress: 
     q = cfg["qat"]
     if int(q["epochs"]) < 1:
         raise EdgefaError(f"qat.epochs: {q['epochs']}: QAT needs at least one epoch")
+    if q["freeze_observers_after"] is not None and int(q["freeze_observers_after"]) < 1:
+        raise EdgefaError(f"qat.freeze_observers_after: {q['freeze_observers_after']}: observers must see at least "
+                          "one epoch of data before their ranges freeze (>= 1, or null for never)")
     model, face_model, state = _load(source)
     if "qat" in state.get("compression", {}):
         raise EdgefaError(f"{source}: already a QAT checkpoint; start QAT from the float model")

@@ -78,7 +78,8 @@ def test_postprocess_validates_with_float_tail(exports):
 
 
 @pytest.mark.parametrize("precision,op_type", [("int8", "constexpr_affine_dequantize"),
-                                                ("palette4", "constexpr_lut_to_dense")])
+                                                ("palette4", "constexpr_lut_to_dense"),
+                                                ("sparse50", "constexpr_sparse_to_dense")])
 def test_weight_compression_is_real(exports, precision, op_type):
     _, fp16, _ = exports(False, "fp16")
     graph, path, _ = exports(False, precision)

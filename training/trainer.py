@@ -108,6 +108,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     device = _device(cfg, rank, world)
     fm = face_model if face_model is not None else resolve_face_model(cfg["face_model"])
     model = (model if model is not None else create_model(cfg["model"]["name"], **cfg["model"]["cfg"])).to(device)
+    if cfg["channels_last"]:  # the uint8 NHWC crops already arrive as channels-last NCHW views
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     teacher = None
     if cfg["teacher"]:
