@@ -35,9 +35,12 @@ def _cmd_eval(args) -> int:
 def _cmd_models(args) -> int:
     from edgefa.models.registry import list_models, model_entry
 
-    for name in list_models(args.pattern):
-        entry = model_entry(name)
-        print(f"{name:<24} {entry.family:<6} input {entry.defaults.get('input_size', 120)}")
+    names = list_models(args.pattern)
+    entries = [model_entry(n) for n in names]
+    wide = max((len(n) for n in names), default=0)
+    fam = max((len(e.family) for e in entries), default=0)
+    for name, entry in zip(names, entries):
+        print(f"{name:<{wide}}  {entry.family:<{fam}}  input {entry.defaults.get('input_size', 120)}")
     return 0
 
 
@@ -180,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     pi.set_defaults(func=_cmd_pipeline)
     qa = sub.add_parser("qat", help="quantization-aware training (torchao pt2e) of a trained checkpoint")
     qa.add_argument("--checkpoint", required=True, help="float checkpoint to start from (runs/x/best.pt, pruned ok)")
-    qa.add_argument("--config", required=True, help="recipe, e.g. training/configs/qat-mobilenetv3-small.yaml")
+    qa.add_argument("--config", required=True, help="recipe, e.g. training/configs/qat.yaml")
     qa.add_argument("overrides", nargs="*", help="key=value overrides, e.g. qat.epochs=1 data.workers=0")
     qa.add_argument("-o", "--output", help="run folder (default: runs/<recipe name>)")
     qa.add_argument("--resume", help="continue from the QAT run's last.pt")

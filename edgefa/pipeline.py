@@ -46,12 +46,12 @@ def load_pipeline_config(path: str | Path, overrides: list[str] = ()) -> dict:
     return cfg
 
 
-def find_config(name: str, near: str) -> Path:
+def find_config(name: str, near: str, key: str = "train.config") -> Path:
     """A recipe path as given, beside the pipeline config, or among edgefa's bundled recipes."""
     for cand in (Path(name), Path(near) / name, CONFIG_DIR / name):
         if cand.is_file():
             return cand
-    raise EdgefaError(f"train.config {name}: not found (looked in ., {near} and {CONFIG_DIR})")
+    raise EdgefaError(f"{key} {name}: not found (looked in ., {near} and {CONFIG_DIR})")
 
 
 def digest(*parts) -> str:
@@ -135,27 +135,49 @@ class Pipeline:
             from quantization import recipe
         except ImportError:
             raise EdgefaError(f"{name}: the compression stages need edgefa's quantization package") from None
+        if cfg.get("config"):  # a QAT recipe named like train.config
+            cfg = {**cfg, "config": str(find_config(cfg["config"], self.cfg["_config_dir"], f"{name}.config"))}
         run = (lambda: {"checkpoint": str(recipe.run_stage(name, checkpoint, cfg, self.out / name,
                                                            seed=self.cfg["seed"], progress=self.progress))})
         return self.stage(name, cfg, run, lambda r: [r["checkpoint"]])["checkpoint"]
 
-    def export(self, checkpoint: str) -> str:
+    def export_jobs(self, checkpoint: str, float_checkpoint: str) -> list[tuple[str, str, str, str]]:
+        """(checkpoint, formats, precisions, file label) per export call. After QAT, its checkpoint
+        gives the ONNX / TFLite int8 files (learned scales); every other requested format x precision
+        comes from the float checkpoint QAT started from."""
+        from converters.formats import parse_list
+
+        cfg, name = self.cfg["export"], self.cfg["name"]
+        if checkpoint == float_checkpoint:
+            return [(checkpoint, cfg["formats"], cfg["precision"], name)]
+        formats, precisions = parse_list(cfg["formats"], "format"), parse_list(cfg["precision"], "precision")
+        qat_formats = [f for f in formats if f in ("onnx", "tflite")] if "int8" in precisions else []
+        jobs = [(checkpoint, ",".join(qat_formats), "int8", f"{name}-qat")] if qat_formats else []
+        for fmt in formats:
+            rest = [p for p in precisions if not (fmt in qat_formats and p == "int8")]
+            if rest:
+                jobs.append((float_checkpoint, fmt, ",".join(rest), name))
+        return jobs
+
+    def export(self, checkpoint: str, float_checkpoint: str | None = None) -> str:
         from converters.export import format_rows, run_export
 
         cfg = self.cfg["export"]
         folder = self.out / "export"
+        jobs = self.export_jobs(checkpoint, float_checkpoint or checkpoint)
 
         def run():
-            rows, summary = run_export(checkpoint, cfg["formats"], cfg["precision"], folder,
-                                       calib_data=cfg["calib_data"], calib_n=cfg["calib_n"],
-                                       parity_data=cfg["parity_data"], parity_n=cfg["parity_n"],
-                                       postprocess=cfg["postprocess"], name=self.cfg["name"])
+            rows = []
+            for source, formats, precisions, label in jobs:
+                rows += run_export(source, formats, precisions, folder, calib_data=cfg["calib_data"],
+                                   calib_n=cfg["calib_n"], parity_data=cfg["parity_data"], parity_n=cfg["parity_n"],
+                                   postprocess=cfg["postprocess"], name=label)[0]
             print(format_rows(rows), flush=True)
             failed = [f"{r.format} {r.precision}" for r in rows if r.status == "failed"]
             if failed:
                 print(f"  export: {len(failed)} file(s) failed their gate and are not in {folder}: {', '.join(failed)}")
             return {"folder": str(folder), "files": [str(r.file) for r in rows if r.status != "failed" and r.file]}
-        return self.stage("export", cfg, run, lambda r: [r["folder"], *r["files"]])["folder"]
+        return self.stage("export", {**cfg, "jobs": jobs}, run, lambda r: [r["folder"], *r["files"]])["folder"]
 
     def bench(self, checkpoint: str, folder: str) -> str:
         from benchmarks.bench import run_bench
@@ -184,9 +206,10 @@ class Pipeline:
     def run(self) -> list[str]:
         checkpoint = self.train()
         checkpoint = self.compress("prune", checkpoint)
+        float_checkpoint = checkpoint
         checkpoint = self.compress("qat", checkpoint)
-        folder = self.export(checkpoint)
-        bench_dir = self.bench(checkpoint, folder)
+        folder = self.export(checkpoint, float_checkpoint)
+        bench_dir = self.bench(float_checkpoint, folder)  # the torch row: the float model
         return self.report(bench_dir)
 
 

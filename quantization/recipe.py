@@ -200,3 +200,26 @@ def compress(config: str | Path, overrides: list[str] = (), source: str | None =
     state = _source_state(cfg["source"])
     cfg = load_compression_config(config, overrides, source=cfg["source"], source_config=state.get("config"))
     return run_compression(cfg, run_dir or cfg["output"], progress)
+
+
+def run_stage(stage: str, checkpoint: str | Path, stage_cfg: dict, out_dir: str | Path, seed: int = 0,
+              progress: bool = True) -> Path:
+    """One compression stage of ``edgefa pipeline`` on ``checkpoint``; returns the checkpoint to use next.
+
+    - ``prune``: ``{ratio, method, finetune_epochs}`` -> ``out_dir/pruned.pt`` (+ ``finetune/best.pt``);
+    - ``qat``: ``{config, overrides}``, a QAT recipe (default ``training/configs/qat.yaml``) -> ``out_dir/best.pt``.
+    Unset training keys come from the checkpoint's own config, as for ``edgefa prune`` / ``edgefa qat``."""
+    from quantization.config import load_compression_config
+
+    state = _source_state(checkpoint)
+    if stage == "prune":
+        overrides = [f"seed={seed}", f"prune.ratio={stage_cfg['ratio']}", f"prune.method={stage_cfg['method']}",
+                     f"finetune.epochs={stage_cfg['finetune_epochs']}"]
+        cfg = load_compression_config(None, overrides, source=str(checkpoint), source_config=state.get("config"))
+        return prune_checkpoint(checkpoint, cfg, out_dir, progress)
+    if stage == "qat":
+        recipe = stage_cfg.get("config") or Path(__file__).resolve().parent.parent / "training" / "configs" / "qat.yaml"
+        cfg = load_compression_config(recipe, [f"seed={seed}", *stage_cfg.get("overrides", [])], source=str(checkpoint),
+                                      source_config=state.get("config"))
+        return qat_checkpoint(checkpoint, cfg, out_dir, progress)
+    raise EdgefaError(f"unknown compression stage '{stage}' (prune, qat)")

@@ -62,3 +62,25 @@ def test_bad_pipeline_config_is_one_line(tmp_path, capsys):
     bad.write_text("train: {config: nope.yaml}\n")
     assert main(["pipeline", "--config", str(bad), f"output={tmp_path / 'o'}"]) == 2
     assert "train.config nope.yaml: not found" in capsys.readouterr().err
+
+
+def test_pipeline_with_pruning_and_qat(tmp_path, capsys):
+    """prune -> fine-tune -> QAT in the pipeline: the int8 ONNX file comes from the QAT model's learned
+    scales, the fp32 one from the pruned float model it started from; both benched."""
+    qat = ["qat.enabled=true", 'qat.overrides=["qat.epochs=1","qat.freeze_bn_after=null",'
+           '"qat.freeze_observers_after=null","batch_size=8","data.workers=0"]']
+    args = ["pipeline", "--config", CONFIG, "--quiet", f"output={tmp_path / 'p'}", "name=tiny", *TINY,
+            "export.precision=fp32,int8", "prune.enabled=true", "prune.ratio=0.3", "prune.finetune_epochs=1", *qat]
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "[2/6] prune: done" in out and "[3/6] qat: done" in out
+    files = sorted(p.name for p in (tmp_path / "p" / "export").glob("*.onnx"))
+    assert files == ["tiny-qat-int8.onnx", "tiny.onnx"]
+    meta = json.loads((tmp_path / "p" / "export" / "tiny-qat-export.json").read_text())
+    assert meta["rows"][0]["status"] == "ok"
+    record = json.loads((tmp_path / "p" / "bench" / "bench.json").read_text())
+    assert all(t["status"] == "ok" for t in record["targets"]), [t["note"] for t in record["targets"]]
+    from edgefa.models.checkpoint import load_checkpoint
+
+    compression = load_checkpoint(tmp_path / "p" / "qat" / "best.pt")["compression"]
+    assert set(compression) == {"pruning", "qat"} and abs(compression["pruning"]["macs_ratio"] - 0.3) <= 0.05

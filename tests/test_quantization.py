@@ -39,7 +39,7 @@ def float_checkpoint(tmp_path_factory):
 def qat_run(float_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("qat")
     assert main(["qat", "--checkpoint", str(float_checkpoint), "--config",
-                 "training/configs/qat-mobilenetv3-small.yaml", "-o", str(out), "--quiet", *TINY]) == 0
+                 "training/configs/qat.yaml", "-o", str(out), "--quiet", *TINY]) == 0
     return out
 
 
@@ -119,12 +119,17 @@ def test_ptq_int8_artifacts_record_calibration(float_checkpoint, tmp_path):
 
 
 def test_qat_cli_bad_input_is_one_line(float_checkpoint, tmp_path, capsys):
-    cfg = "training/configs/qat-mobilenetv3-small.yaml"
+    cfg = "training/configs/qat.yaml"
     assert main(["qat", "--checkpoint", str(tmp_path / "missing.pt"), "--config", cfg]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["qat", "--checkpoint", str(float_checkpoint), "--config", cfg, "qat.freeze_bn_afer=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "did you mean 'qat.freeze_bn_after'" in err and len(err.splitlines()) == 1
+    # ranges frozen before any data was seen would be +-inf: refused before training
+    assert main(["qat", "--checkpoint", str(float_checkpoint), "--config", cfg, "-o", str(tmp_path / "q"),
+                 "qat.freeze_observers_after=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "qat.freeze_observers_after" in err and len(err.splitlines()) == 1
 
 
 def test_plain_quantizer_observes_the_output():
