@@ -61,9 +61,7 @@ def _qat_overrides(args) -> list[str]:
 def _export(checkpoint: Path, variant: str, label: str, run: Path, args) -> None:
     from converters.export import run_export
 
-    out = run / "files" / variant
-    if out.exists() and any(out.iterdir()):
-        return
+    out = run / "files" / variant  # done or not is study.json's record, not what a failed try left here
     precision = VARIANTS[variant][1]
     rows, _ = run_export(str(checkpoint), "onnx,tflite", precision, out, calib_data=args.calib_data,
                          calib_n=args.calib_n, parity_data=args.parity_data, parity_n=args.parity_n,
@@ -141,7 +139,8 @@ def study_rows(run: Path, record: dict) -> list[dict]:
             rows.append({**r, "study": study["label"], "variant": variant, "what": what, "file": path.name})
     for r in rows:  # the delta against the float file of the same format
         ref = next((x for x in rows if x["variant"] == "float" and x["format"] == r["format"]), None)
-        r["delta"] = r["nme_mean"] - ref["nme_mean"] if ref and r.get("nme_mean") is not None else None
+        known = ref and r.get("nme_mean") is not None and ref.get("nme_mean") is not None
+        r["delta"] = r["nme_mean"] - ref["nme_mean"] if known else None
     return rows
 
 

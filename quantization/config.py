@@ -72,14 +72,18 @@ def load_compression_config(path: str | Path | None, overrides: list[str] = (), 
 
 
 def stage_config(cfg: dict, stage: str, output: Path, teacher: str | None) -> dict:
-    """The training config of one stage (``finetune`` or ``qat``): its epochs and lr, distilled
-    from ``teacher`` (the stage's own float starting point) with the stage's distill weight."""
+    """The training config of one stage (``finetune`` or ``qat``): its epochs and lr (cosine to
+    ``schedule.min_lr_ratio``, no warm-up), distilled from ``teacher`` (the stage's own float
+    starting point) with the stage's distill weight."""
     section = cfg[stage]
     out = copy.deepcopy({k: v for k, v in cfg.items() if k not in SECTIONS})
     out["name"] = f"{cfg['name']}-{stage}"
     out["output"] = str(output)
     out["epochs"] = int(section["epochs"])
     out["optimizer"]["lr"] = float(section["lr"])
+    # trained weights: no warm-up (a source recipe's 2 warm-up epochs would be a whole 2-epoch stage,
+    # ending at its peak lr) and cosine over the stage (a step schedule's milestones lie beyond it)
+    out["schedule"] = {**out["schedule"], "name": "cosine", "warmup_epochs": 0}
     out["loss"]["distill"] = float(section["distill"]) if teacher else 0.0
     out["teacher"] = teacher if section["distill"] else None
     if out["loss"]["distill"] and not out["teacher"]:

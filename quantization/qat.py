@@ -113,10 +113,15 @@ class QATRegressor(FaceRegressor):
             move_exported_model_to_train,
         )
 
+        from torchao.quantization.pt2e import disable_observer, enable_observer
+
         self.training = mode
         (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.qat)
         if self.settings["bn_frozen"]:
             self._set_bn_training(False)
+        # pt2e observers would keep updating ranges in eval mode too: validation crops and the
+        # export's reference pass must not move the learned scales
+        self.qat.apply(enable_observer if mode and not self.settings.get("observers_frozen") else disable_observer)
         return self
 
     def _set_bn_training(self, training: bool) -> None:

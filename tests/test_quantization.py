@@ -50,7 +50,8 @@ def test_qat_checkpoints_like_training_and_reloads_from_tensors(qat_run):
         state = torch.load(qat_run / name, weights_only=True)  # no pickled GraphModule
         assert {"config", "metrics", "git_commit", "epoch"} <= set(state)
         qat = state["compression"]["qat"]
-        assert qat["bn_frozen"] and qat["observers_frozen"] and qat["epochs"] == 2
+        frozen = state["epoch"] > 1  # the freezes apply from the second epoch (best.pt may be the first)
+        assert qat["bn_frozen"] == frozen and qat.get("observers_frozen", False) == frozen and qat["epochs"] == 2
     last = torch.load(qat_run / "last.pt", weights_only=True)
     assert last["epoch"] == 2 and "optimizer" in last
     a, _, _ = model_from_checkpoint(qat_run / "last.pt")
@@ -151,6 +152,7 @@ def test_compression_recipe_config_layers_and_checks_keys(float_checkpoint):
     assert cfg["face_model"] == "synthetic"  # inherited from the source checkpoint's config
     ft = stage_config(cfg, "finetune", float_checkpoint.parent / "ft", teacher=str(float_checkpoint))
     assert ft["teacher"] == str(float_checkpoint) and ft["epochs"] == cfg["finetune"]["epochs"]
+    assert ft["schedule"]["warmup_epochs"] == 0 and ft["schedule"]["name"] == "cosine"  # trained weights
     assert "prune" not in ft and "qat" not in ft
     with pytest.raises(EdgefaError, match="did you mean 'prune.ratio'"):
         load_compression_config(None, ["prune.ratoi=0.5"])
