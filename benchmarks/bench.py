@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmarks.machine import machine_facts
-from converters.formats import FORMATS, RUNTIME_IMPORTS, format_of_path, parse_list
+from converters.formats import FORMATS, format_of_path, parse_list
 from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.fileio import atomic_write_bytes, atomic_write_json, check_writable
 from edgefa.paths import shared_root
@@ -165,12 +165,9 @@ def check_request(runtimes, threads, warmup, runs, min_time, batch) -> tuple[lis
 
 
 def runtime_missing(runtime: str) -> str | None:
-    import importlib.util
-
-    if any(importlib.util.find_spec(m) is not None for m in RUNTIME_IMPORTS.get(runtime, ())):
-        return None
-    extra = {"onnxruntime": "onnx", "litert": "tflite", "coreml": "coreml"}.get(runtime, runtime)
-    return f"runtime '{runtime}' not installed: pip install 'edgefa[{extra}]'"
+    """Install hint for a runtime: the format table's (torch, which edgefa needs anyway, has no format)."""
+    fmt = next((f for f in FORMATS.values() if f.runtime_key == runtime), None)
+    return fmt.runtime_missing() if fmt is not None else None
 
 
 def check_data(data: str | None) -> str | None:
@@ -201,8 +198,11 @@ def run_target(target: Target, job: dict, timeout: float, bar) -> None:
             for line in proc.stdout:
                 if not line.startswith("@@edgefa "):
                     continue
-                ev = json.loads(line[len("@@edgefa "):])
-                kind = ev.pop("event")
+                try:
+                    ev = json.loads(line[len("@@edgefa "):])
+                    kind = ev.pop("event")
+                except (ValueError, KeyError, AttributeError):
+                    continue  # a garbled event line: the exit code and stderr still tell what happened
                 if kind == "row":
                     target.rows.append(ev)
                     bar.update(1)
@@ -214,6 +214,9 @@ def run_target(target: Target, job: dict, timeout: float, bar) -> None:
                     target.note = ev["note"]
             code = proc.wait()
         finally:
+            if proc.poll() is None:  # we stopped reading early (an error or Ctrl-C): no orphan worker
+                proc.kill()
+                proc.wait()
             timed_out = not watchdog.is_alive() and proc.returncode not in (0, 1)
             watchdog.cancel()
             os.unlink(fh.name)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.machine import machine_line, script_command, versions_line
 from edgefa.errors import EdgefaError
-from edgefa.fileio import atomic_write_bytes, atomic_write_json
+from edgefa.fileio import atomic_write_json, write_md_json
 
 # variant -> (what it is, the precision its files are exported at)
 VARIANTS = {
@@ -201,12 +201,9 @@ def write_report(args) -> int:
         studies.append((run, record, study_rows(run, record)))
     notes = Path(args.notes).read_text() if args.notes else ""
     command = script_command(None)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out.with_suffix(".md"), markdown(studies, notes, command).encode())
-    atomic_write_json(out.with_suffix(".json"), {"command": command, "machine": studies[0][1]["machine"],
-                                                 "studies": [{"run": str(r), "rows": rows} for r, _, rows in studies]})
-    print(f"wrote {out.with_suffix('.md')} and .json")
+    record = {"command": command, "machine": studies[0][1]["machine"],
+              "studies": [{"run": str(r), "rows": rows} for r, _, rows in studies]}
+    print(f"wrote {write_md_json(args.output, record, markdown(studies, notes, command))} and .json")
     return 0
 
 

@@ -16,7 +16,7 @@ from benchmarks import plots
 from benchmarks.bench import slug
 from benchmarks.tables import bench_markdown, display_name, flat_rows, settings_lines, table_cells
 from edgefa.errors import EdgefaError
-from edgefa.fileio import atomic_write_bytes, atomic_write_json, check_writable
+from edgefa.fileio import atomic_write_bytes, atomic_write_json, check_writable, with_ext
 from edgefa.metrics import BIN_NAMES
 
 MAX_OVERLAY_ROWS = 8
@@ -159,7 +159,7 @@ def write_report(run_dirs: list[str], output: str | Path, title: str | None = No
     Markdown file whose text goes under the title (context the runs cannot know)."""
     out = Path(output)
     out = out.with_suffix("") if out.suffix in (".md", ".html", ".json", ".csv") else out
-    check_writable(out.with_suffix(".md"), "-o")
+    check_writable(with_ext(out, ".md"), "-o")
     runs = [load_run(d) for d in run_dirs]
     preface = ([f"Report: `{command}`", ""] if command else [])
     if notes:
@@ -180,10 +180,10 @@ def write_report(run_dirs: list[str], output: str | Path, title: str | None = No
     outputs = {".md": markdown(title, runs, fig_names, deltas, preface).encode(), ".csv": write_csv(rows_by_run),
                ".html": html_page(title, runs, rows_by_run, pngs, deltas, preface).encode()}
     for suffix, data in outputs.items():
-        atomic_write_bytes(out.with_suffix(suffix), data)
-        written.append(out.with_suffix(suffix))
-    atomic_write_json(out.with_suffix(".json"), {"title": title, "runs": runs,
+        atomic_write_bytes(with_ext(out, suffix), data)
+        written.append(with_ext(out, suffix))
+    atomic_write_json(with_ext(out, ".json"), {"title": title, "runs": runs,
                                                  "rows": {run: rows for run, rows in rows_by_run},
                                                  "comparisons": {name: d for name, d in deltas}})
-    written.append(out.with_suffix(".json"))
+    written.append(with_ext(out, ".json"))
     return written

@@ -43,10 +43,16 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())
 
 
+def with_ext(stem: str | Path, suffix: str) -> Path:
+    """STEM + suffix, keeping dots in the stem ("run-1.5" -> "run-1.5.md", not "run-1.md")."""
+    stem = Path(stem)
+    return stem.parent / (stem.name + suffix)
+
+
 def write_md_json(stem: str | Path, record: dict, markdown: str) -> Path:
     """A report pair, STEM.md and STEM.json, each written atomically; returns the .md path."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(stem.with_suffix(".json"), record)
-    atomic_write_bytes(stem.with_suffix(".md"), markdown.encode())
-    return stem.with_suffix(".md")
+    atomic_write_json(with_ext(stem, ".json"), record)
+    atomic_write_bytes(with_ext(stem, ".md"), markdown.encode())
+    return with_ext(stem, ".md")

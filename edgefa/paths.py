@@ -15,6 +15,15 @@ def shared_root() -> Path:
     return Path(env) if env else REPO_ROOT.parent / "shared"
 
 
+def fill_shared(value):
+    """``{shared}`` in a spec (or in each spec of a list) -> the shared data folder; None / false stay."""
+    if not value:
+        return value
+    if isinstance(value, list):
+        return [fill_shared(v) for v in value]
+    return str(value).replace("{shared}", str(shared_root()))
+
+
 def find_bfm68(explicit: str | Path | None = None, near: Path | None = None) -> Path:
     """The bfm68 folder: an explicit path, ``$EDGEFA_BFM68``, or the shared layout."""
     if explicit:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
 from edgefa import __version__
 from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_json, check_writable
+from edgefa.paths import fill_shared
 
 DEFAULTS = {
     "name": "pipeline",
@@ -41,6 +43,16 @@ def load_pipeline_config(path: str | Path, overrides: list[str] = ()) -> dict:
     merge_checked(cfg, read_yaml_mapping(path), str(path), defaults=DEFAULTS)
     for where, tree in parse_overrides(overrides):
         merge_checked(cfg, tree, where, defaults=DEFAULTS)
+    for key in ("train", "qat"):
+        if not isinstance(cfg[key]["overrides"], list):
+            raise EdgefaError(f"{key}.overrides: expected a list of key=value strings, e.g. "
+                              f"'{key}.overrides=[epochs=2]', not {cfg[key]['overrides']!r}")
+    for key in ("ratio", "finetune_epochs"):
+        value = cfg["prune"][key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EdgefaError(f"prune.{key}: expected a number, not {value!r}")
+    for section, key in (("bench", "data"), ("export", "calib_data"), ("export", "parity_data")):
+        cfg[section][key] = fill_shared(cfg[section][key])
     cfg["output"] = str(cfg["output"]).format(name=cfg["name"])
     cfg["_config_dir"] = str(Path(path).resolve().parent)
     return cfg
@@ -66,8 +78,15 @@ class Pipeline:
         self.progress = progress
         self.state_path = self.out / "pipeline.json"
         check_writable(self.state_path, "pipeline output")
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"stages": {}}
+        self.state = {"stages": {}}
+        if self.state_path.is_file():
+            try:
+                self.state = json.loads(self.state_path.read_text())
+                assert isinstance(self.state.get("stages"), dict)
+            except (ValueError, AssertionError, AttributeError):
+                raise EdgefaError(f"{self.state_path}: not a pipeline state file (delete it to start over)") from None
         self.keys: dict[str, str] = {}
+        self.previous: dict[str, dict] = {}  # each stage's record before this run replaced it
 
     def _save(self) -> None:
         atomic_write_json(self.state_path, self.state)
@@ -83,6 +102,7 @@ class Pipeline:
             return done["result"]
         print(f"{number} {name} ...", flush=True)
         start = time.perf_counter()
+        self.previous[name] = done
         self.state["stages"][name] = {"key": key, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         self._save()
         result = run()
@@ -116,9 +136,14 @@ class Pipeline:
 
             tcfg = load_config(recipe, overrides)
             last = run_dir / "last.pt"
-            resume = str(last) if last.is_file() else None  # an interrupted run continues exactly
+            prev = self.previous.get("train", {})
+            # an interrupted run with the same settings continues exactly; other settings start over
+            same = prev.get("key") == self.keys["train"] and not prev.get("finished")
+            resume = str(last) if last.is_file() and same else None
             if resume:
                 print(f"  resuming from {last}", flush=True)
+            elif run_dir.exists():
+                shutil.rmtree(run_dir)
             train(tcfg, resume=resume, progress=self.progress,
                   command=f"edgefa train --config {recipe} " + " ".join(overrides))
             return {"checkpoint": str(run_dir / "best.pt")}
@@ -135,11 +160,13 @@ class Pipeline:
             from quantization import recipe
         except ImportError:
             raise EdgefaError(f"{name}: the compression stages need edgefa's quantization package") from None
-        if cfg.get("config"):  # a QAT recipe named like train.config
-            cfg = {**cfg, "config": str(find_config(cfg["config"], self.cfg["_config_dir"], f"{name}.config"))}
+        key = dict(cfg)
+        if cfg.get("config"):  # a QAT recipe named like train.config; its text is part of the stage key
+            path = find_config(cfg["config"], self.cfg["_config_dir"], f"{name}.config")
+            cfg, key = {**cfg, "config": str(path)}, {**cfg, "config_text": path.read_text()}
         run = (lambda: {"checkpoint": str(recipe.run_stage(name, checkpoint, cfg, self.out / name,
                                                            seed=self.cfg["seed"], progress=self.progress))})
-        return self.stage(name, cfg, run, lambda r: [r["checkpoint"]])["checkpoint"]
+        return self.stage(name, key, run, lambda r: [r["checkpoint"]])["checkpoint"]
 
     def export_jobs(self, checkpoint: str, float_checkpoint: str) -> list[tuple[str, str, str, str]]:
         """(checkpoint, formats, precisions, file label) per export call. After QAT, its checkpoint
@@ -153,10 +180,13 @@ class Pipeline:
         formats, precisions = parse_list(cfg["formats"], "format"), parse_list(cfg["precision"], "precision")
         qat_formats = [f for f in formats if f in ("onnx", "tflite")] if "int8" in precisions else []
         jobs = [(checkpoint, ",".join(qat_formats), "int8", f"{name}-qat")] if qat_formats else []
+        by_precisions: dict[str, list[str]] = {}  # one call (one summary JSON) per distinct precision list
         for fmt in formats:
             rest = [p for p in precisions if not (fmt in qat_formats and p == "int8")]
             if rest:
-                jobs.append((float_checkpoint, fmt, ",".join(rest), name))
+                by_precisions.setdefault(",".join(rest), []).append(fmt)
+        for i, (precs, fmts) in enumerate(by_precisions.items()):
+            jobs.append((float_checkpoint, ",".join(fmts), precs, name if i == 0 else f"{name}-{'-'.join(fmts)}"))
         return jobs
 
     def export(self, checkpoint: str, float_checkpoint: str | None = None) -> str:
@@ -176,21 +206,24 @@ class Pipeline:
             failed = [f"{r.format} {r.precision}" for r in rows if r.status == "failed"]
             if failed:
                 print(f"  export: {len(failed)} file(s) failed their gate and are not in {folder}: {', '.join(failed)}")
-            return {"folder": str(folder), "files": [str(r.file) for r in rows if r.status != "failed" and r.file]}
-        return self.stage("export", {**cfg, "jobs": jobs}, run, lambda r: [r["folder"], *r["files"]])["folder"]
+            return {"folder": str(folder), "files": [str(r.file) for r in rows if r.status != "failed" and r.file],
+                    "failed": failed}
+        return self.stage("export", {**cfg, "jobs": jobs}, run, lambda r: [r["folder"], *r["files"]])
 
-    def bench(self, checkpoint: str, folder: str) -> str:
+    def bench(self, checkpoint: str, files: list[str]) -> str:
+        """The files this export made (not whatever else an earlier configuration left in the folder)."""
         from benchmarks.bench import run_bench
 
         cfg = self.cfg["bench"]
         out = self.out / "bench"
 
         def run():
-            _, code = run_bench([folder, checkpoint], out, runtimes=cfg["runtimes"], threads=cfg["threads"],
+            _, code = run_bench([*files, checkpoint], out, runtimes=cfg["runtimes"], threads=cfg["threads"],
                                 warmup=cfg["warmup"], runs=cfg["runs"], min_time=cfg["min_time"], data=cfg["data"],
                                 peers=cfg["peers"], progress=self.progress, command=f"{self.command} (bench stage)")
             return {"folder": str(out), "exit_code": code}
-        return self.stage("bench", cfg, run, lambda r: [str(Path(r["folder"]) / "bench.json")])["folder"]
+        return self.stage("bench", {**cfg, "files": files}, run,
+                          lambda r: [str(Path(r["folder"]) / "bench.json")])["folder"]
 
     def report(self, bench_dir: str) -> str:
         from benchmarks.report import write_report
@@ -208,8 +241,8 @@ class Pipeline:
         checkpoint = self.compress("prune", checkpoint)
         float_checkpoint = checkpoint
         checkpoint = self.compress("qat", checkpoint)
-        folder = self.export(checkpoint, float_checkpoint)
-        bench_dir = self.bench(float_checkpoint, folder)  # the torch row: the float model
+        exported = self.export(checkpoint, float_checkpoint)
+        bench_dir = self.bench(float_checkpoint, exported["files"])  # the torch row: the float model
         return self.report(bench_dir)
 
 
@@ -222,4 +255,5 @@ def run_pipeline(config_path: str, overrides: list[str] = (), progress: bool = T
     print(f"pipeline {cfg['name']}: finished in {(time.perf_counter() - start) / 60:.1f} min; report: {md} "
           f"(+ .html, .csv, .json)")
     bench = pipe.state["stages"].get("bench", {}).get("result", {})
-    return 1 if bench.get("exit_code") else 0
+    failed = pipe.state["stages"].get("export", {}).get("result", {}).get("failed")
+    return 1 if bench.get("exit_code") or failed else 0  # a failed file or row: non-zero, the rest still ran

@@ -11,7 +11,7 @@ import copy
 from pathlib import Path
 
 from edgefa.errors import EdgefaError
-from edgefa.paths import shared_root
+from edgefa.paths import fill_shared
 
 COMPRESSION_DEFAULTS = {
     "source": None,  # checkpoint to compress; `--checkpoint` on the command line wins
@@ -34,17 +34,12 @@ def _training_defaults() -> dict:
 
 
 def _fill_shared(cfg: dict) -> dict:
-    """"{shared}" in data / teacher specs -> the shared data folder, as training's loader does."""
-    shared = str(shared_root())
+    """"{shared}" in data / teacher / export specs -> the shared data folder, as training's loader does."""
     for key in ("train", "val"):
-        value = cfg["data"][key]
-        cfg["data"][key] = ([str(v).replace("{shared}", shared) for v in value] if isinstance(value, list)
-                            else str(value).replace("{shared}", shared))
-    if cfg["teacher"]:
-        cfg["teacher"] = str(cfg["teacher"]).replace("{shared}", shared)
+        cfg["data"][key] = fill_shared(cfg["data"][key])
+    cfg["teacher"] = fill_shared(cfg["teacher"])
     for key in ("calib_data", "parity_data"):
-        if cfg["export"][key]:
-            cfg["export"][key] = str(cfg["export"][key]).replace("{shared}", shared)
+        cfg["export"][key] = fill_shared(cfg["export"][key])
     return cfg
 
 

@@ -36,7 +36,10 @@ class PruneResult:
 
 
 def check_ratio(ratio: float) -> float:
-    ratio = float(ratio)
+    try:
+        ratio = float(ratio)
+    except (TypeError, ValueError):
+        raise EdgefaError(f"--ratio {ratio!r}: expected a number in (0, 1), the fraction of MACs to remove") from None
     if not 0.0 < ratio < 1.0:
         raise EdgefaError(f"--ratio {ratio:g}: the fraction of MACs to remove must be in (0, 1)")
     return ratio
@@ -64,9 +67,28 @@ def _attentions(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(getattr(m, "qkv", None), nn.Linear) and hasattr(m, "num_heads")]
 
 
+# families whose blocks keep channel bookkeeping DepGraph does not update (or whose training-mode
+# output is a dict), refused rather than pruned into a model that reloads wrong
+UNSUPPORTED_FAMILIES = {
+    "mobile_frnet": "its Res2Net split widths and SGE group counts are not updated by DepGraph",
+    "query_decoder": "its decoder's head_dim and per-query QAMem groups are not updated by DepGraph",
+    "dense": "its point head is tied to the sampled mesh vertices",
+}
+
+
+def family_of(model: nn.Module) -> str | None:
+    from edgefa.models.registry import list_models, model_entry
+
+    name = getattr(model, "registry_name", None)
+    return model_entry(name).family if name in list_models() else None
+
+
 def _unsupported(model: nn.Module) -> str | None:
     from timm.models.mobilevit import LinearSelfAttention
 
+    family = family_of(model)
+    if family in UNSUPPORTED_FAMILIES:
+        return f"{UNSUPPORTED_FAMILIES[family]}; prune the timm backbones or the multi-task models"
     if any(isinstance(m, LinearSelfAttention) for m in model.modules()):
         return ("MobileViT v2 linear attention splits one conv into (1, d, d) query/key/value channels "
                 "that DepGraph cannot keep aligned here; prune MobileNet / MobileViT v1 instead")
@@ -115,7 +137,11 @@ def prune_model(model: nn.Module, ratio: float, method: str = "magnitude",
     size = int(getattr(model, "input_size", 120))
     example = torch.zeros(1, 3, size, size)
     macs0, params0 = count_macs(model, size), count_params(model)
-    before = shape_attrs(model)
+    from edgefa.models.registry import create_model
+
+    # the recorded architecture is relative to the registry's fresh model, so a pruned model pruned
+    # again still rebuilds from its checkpoint
+    before = shape_attrs(create_model(model.registry_name, **model.registry_cfg))
 
     def removed(pruned: nn.Module) -> float:
         return 1.0 - count_macs(pruned, size) / macs0

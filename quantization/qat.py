@@ -163,9 +163,21 @@ def is_qat(model) -> bool:
     return isinstance(model, QATRegressor)
 
 
+# families whose training-mode forward returns a dict of training-only outputs (or runs a
+# least-squares fit): the exported training graph would carry them into the integer model
+UNSUPPORTED_FAMILIES = ("query_decoder", "dense")
+
+
 def prepare_qat(float_model: FaceRegressor, settings: dict | None = None) -> QATRegressor:
     """Rebuild step and fresh start alike: the same export + prepare on the same architecture
     gives the same state_dict keys, so saved tensors load back exactly."""
+    from edgefa.errors import EdgefaError
+    from quantization.prune import family_of
+
+    if family_of(float_model) in UNSUPPORTED_FAMILIES:
+        raise EdgefaError(f"QAT of '{float_model.registry_name}' is not supported: its training-mode outputs "
+                          "(decoder branch / dense points) are not a plain regression; use PTQ "
+                          "(edgefa export --precision int8 --calib-data ...)")
     settings = dict(settings or {})
     frozen = settings.pop("bn_frozen", False)
     model = QATRegressor(float_model, settings)

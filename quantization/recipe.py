@@ -100,6 +100,12 @@ def qat_checkpoint(source: str | Path, cfg: dict, output: str | Path, progress: 
     from training.trainer import train
 
     q = cfg["qat"]
+    for key in ("epochs", "freeze_bn_after", "freeze_observers_after"):
+        value = q[key]
+        if (value is None and key != "epochs") or (isinstance(value, int) and not isinstance(value, bool)):
+            continue
+        raise EdgefaError(f"qat.{key}: expected a whole number of epochs" + (" or null" if key != "epochs" else "")
+                          + f", not {value!r}")
     if int(q["epochs"]) < 1:
         raise EdgefaError(f"qat.epochs: {q['epochs']}: QAT needs at least one epoch")
     if q["freeze_observers_after"] is not None and int(q["freeze_observers_after"]) < 1:
@@ -218,7 +224,9 @@ def run_stage(stage: str, checkpoint: str | Path, stage_cfg: dict, out_dir: str 
         cfg = load_compression_config(None, overrides, source=str(checkpoint), source_config=state.get("config"))
         return prune_checkpoint(checkpoint, cfg, out_dir, progress)
     if stage == "qat":
-        recipe = stage_cfg.get("config") or Path(__file__).resolve().parent.parent / "training" / "configs" / "qat.yaml"
+        from edgefa.pipeline import CONFIG_DIR
+
+        recipe = stage_cfg.get("config") or CONFIG_DIR / "qat.yaml"
         cfg = load_compression_config(recipe, [f"seed={seed}", *stage_cfg.get("overrides", [])], source=str(checkpoint),
                                       source_config=state.get("config"))
         return qat_checkpoint(checkpoint, cfg, out_dir, progress)

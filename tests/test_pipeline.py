@@ -84,3 +84,26 @@ def test_pipeline_with_pruning_and_qat(tmp_path, capsys):
 
     compression = load_checkpoint(tmp_path / "p" / "qat" / "best.pt")["compression"]
     assert set(compression) == {"pruning", "qat"} and abs(compression["pruning"]["macs_ratio"] - 0.3) <= 0.05
+
+
+def test_changed_training_settings_start_over_instead_of_resuming(tmp_path):
+    """A leftover last.pt of other settings (here: another network) is not resumed from."""
+    base = [f"output={tmp_path / 'p'}", "name=tiny", *TINY]
+    first = Pipeline(load_pipeline_config(CONFIG, base), progress=False)
+    first.train()
+    changed = base + [TINY[0].replace('"model.cfg.input_size=64"]', '"model.cfg.input_size=64","model.name=resnet18"]')]
+    second = Pipeline(load_pipeline_config(CONFIG, changed), progress=False)
+    checkpoint = second.train()
+    from edgefa.models.checkpoint import load_checkpoint
+
+    assert load_checkpoint(checkpoint)["model"]["name"] == "resnet18"
+
+
+def test_pipeline_config_values_are_checked(tmp_path, capsys):
+    assert main(["pipeline", "--config", CONFIG, f"output={tmp_path}", "train.overrides=epochs=2"]) == 2
+    assert "train.overrides: expected a list" in capsys.readouterr().err
+    assert main(["pipeline", "--config", CONFIG, f"output={tmp_path}", "prune.ratio=half"]) == 2
+    assert "prune.ratio: expected a number" in capsys.readouterr().err
+    (tmp_path / "pipeline.json").write_text("{not json")
+    assert main(["pipeline", "--config", CONFIG, f"output={tmp_path}"]) == 2
+    assert "not a pipeline state file" in capsys.readouterr().err

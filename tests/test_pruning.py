@@ -121,3 +121,13 @@ def test_prune_cli_missing_checkpoint(tmp_path, capsys):
     assert main(["prune", "--checkpoint", str(tmp_path / "nope.pt"), "--ratio", "0.3", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "checkpoint not found" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["query_decoder_mobilenetv3_small", "mobile_frnet"])
+def test_families_dep_graph_cannot_prune_are_refused_in_one_line(name):
+    from edgefa.errors import EdgefaError
+    from edgefa.models.registry import create_model
+    from quantization.prune import prune_model
+
+    with pytest.raises(EdgefaError, match="cannot prune"):
+        prune_model(create_model(name), 0.3)

@@ -168,3 +168,11 @@ def test_coreml_int8_records_that_it_is_weight_only(float_checkpoint, tmp_path):
     assert rows[0].status in ("ok", "unverified"), rows[0].reason
     meta = ct.models.MLModel(rows[0].file, skip_model_load=True).user_defined_metadata
     assert meta["edgefa.calibration"].startswith("none: weight-only")
+
+
+def test_qat_refuses_models_with_training_only_outputs():
+    from edgefa.errors import EdgefaError
+    from quantization.qat import prepare_qat
+
+    with pytest.raises(EdgefaError, match="QAT of 'query_decoder_mobilenetv3_small' is not supported"):
+        prepare_qat(create_model("query_decoder_mobilenetv3_small"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from edgefa.errors import EdgefaError, closest
-from edgefa.paths import shared_root
+from edgefa.paths import fill_shared
 
 # Every valid key, with its default; a recipe or override naming another key is an error.
 DEFAULTS = {
@@ -103,13 +103,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
         _merge(config, tree, where)
     config["output"] = str(config["output"]).format(name=config["name"])
     # "{shared}" in data / teacher specs: the shared data folder ($EDGEFA_SHARED, default ../shared)
-    shared = str(shared_root())
-    data = config["data"]
     for key in ("train", "val"):
-        if isinstance(data[key], list):
-            data[key] = [str(v).replace("{shared}", shared) for v in data[key]]
-        else:
-            data[key] = str(data[key]).replace("{shared}", shared)
-    if config["teacher"]:
-        config["teacher"] = str(config["teacher"]).replace("{shared}", shared)
+        config["data"][key] = fill_shared(config["data"][key])
+    config["teacher"] = fill_shared(config["teacher"])
     return config

@@ -18,7 +18,7 @@ import torch
 
 from edgefa.data.registry import create_dataset
 from edgefa.evaluate import evaluate
-from edgefa.fileio import atomic_write_bytes, atomic_write_json, check_writable
+from edgefa.fileio import atomic_write_bytes, atomic_write_json, check_writable, with_ext
 from edgefa.metrics import BIN_NAMES
 from edgefa.predictor import load_predictor
 from edgefa.profile import count_macs, count_params
@@ -93,15 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--out", required=True, help="output path without suffix")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    check_writable(out.with_suffix(".md"), "report")
+    check_writable(with_ext(out, ".md"), "report")
     dataset = create_dataset(args.data)
     rows = [row_for(args.peer, dataset, "3DDFA-V2 mb05 (peer)", {})] if args.peer else []
     rows += [run_row(run, dataset) for run in args.runs]
     facts = machine_facts()
     command = "python -m training.report " + " ".join(sys.argv[1:] if argv is None else argv)
-    atomic_write_json(out.with_suffix(".json"), {"command": command, "machine": facts, "data": args.data,
+    atomic_write_json(with_ext(out, ".json"), {"command": command, "machine": facts, "data": args.data,
                                                  "rows": rows})
-    atomic_write_bytes(out.with_suffix(".md"), to_markdown(rows, facts, command, args.data).encode())
+    atomic_write_bytes(with_ext(out, ".md"), to_markdown(rows, facts, command, args.data).encode())
     print(json.dumps([{k: r[k] for k in ("model", "nme_balanced")} for r in rows]))
     return 0
 

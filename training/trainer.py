@@ -108,6 +108,10 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     device = _device(cfg, rank, world)
     fm = face_model if face_model is not None else resolve_face_model(cfg["face_model"])
     model = (model if model is not None else create_model(cfg["model"]["name"], **cfg["model"]["cfg"])).to(device)
+    own = getattr(model, "face_model", None)  # models tied to one face model's mesh (dense regressor)
+    if own is not None and getattr(own, "name", fm.name) != fm.name:
+        raise EdgefaError(f"model {cfg['model']['name']}: predicts points of face model '{own.name}', but the "
+                          f"recipe's face_model is '{fm.name}' (set face_model: {own.name})")
     if cfg["channels_last"]:  # the uint8 NHWC crops already arrive as channels-last NCHW views
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)

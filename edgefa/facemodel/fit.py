@@ -68,7 +68,7 @@ def fit_params(points, fm: FaceModel, iterations: int = 15, prior: float = 0.1):
     mean = _const(fm.mean, work).reshape(-1)
     basis = torch.cat([_const(fm.shape_basis, work), _const(fm.expr_basis, work)], dim=1)  # (204, 50)
     std = _const(fm.param_std[N_POSE:N_POSE + N_SHAPE + N_EXPR], work)
-    coeff = torch.zeros(batch, N_SHAPE + N_EXPR, dtype=work.dtype)
+    coeff = torch.zeros(batch, N_SHAPE + N_EXPR, dtype=work.dtype, device=work.device)
     t_z = float(fm.param_mean[11])
 
     def fit_pose(coeff):
