@@ -23,8 +23,10 @@ def _value(text: str):
 
 
 def parse_spec(text: str, kinds: set[str]) -> Spec | None:
-    """Split ``KIND[:PATH][,k=v...]`` or ``KIND:k=v,...``; None if the text names no known kind."""
-    head, sep, rest = text.partition(":")
+    """Split ``KIND[:PATH][,k=v...]``, ``KIND:k=v,...`` or ``KIND,k=v,...`` (default path, options);
+    None if the text names no known kind."""
+    cut = min((i for i in (text.find(":"), text.find(",")) if i >= 0), default=len(text))
+    head, sep, rest = text[:cut], text[cut:cut + 1], text[cut + 1:]
     if head not in kinds:
         return None
     spec = Spec(head)
@@ -34,7 +36,7 @@ def parse_spec(text: str, kinds: set[str]) -> Spec | None:
         key, eq, val = part.partition("=")
         if eq and key.isidentifier():
             spec.options[key] = _value(val)
-        elif i == 0:
+        elif i == 0 and sep == ":":
             spec.path = part
         else:
             raise EdgefaError(f"spec '{text}': '{part}' is not key=value")

@@ -16,6 +16,10 @@ def test_parse_spec():
     s = parse_spec("synthetic:seed=0,n=500", {"synthetic"})
     assert (s.path, s.options) == (None, {"seed": 0, "n": 500})
     assert parse_spec("nothing:x", {"synthetic"}) is None
+    # options without a path: the default location (the shared data) with options
+    s = parse_spec("aflw2000-3d,n=64", {"aflw2000-3d", "aflw2000-3d-original"})
+    assert (s.kind, s.path, s.options) == ("aflw2000-3d", None, {"n": 64})
+    assert parse_spec("aflw2000-3d-original,n=5", {"aflw2000-3d", "aflw2000-3d-original"}).kind == "aflw2000-3d-original"
 
 
 def test_crop_to_original_roundtrip_and_hand_value():

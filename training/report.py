@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True)
     parser.add_argument("--peer", help="a peer model spec evaluated the same way, e.g. 3ddfa-v2-mb05:PATH")
     parser.add_argument("-o", "--out", required=True, help="output path without suffix")
+    parser.add_argument("--notes", type=Path, help="Markdown put above the table (status, how the runs were made)")
     args = parser.parse_args(argv)
+    if args.notes and not args.notes.is_file():
+        parser.error(f"--notes {args.notes}: file not found")
     out = Path(args.out)
     check_writable(with_ext(out, ".md"), "report")
     dataset = create_dataset(args.data)
@@ -101,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m training.report " + " ".join(sys.argv[1:] if argv is None else argv)
     atomic_write_json(with_ext(out, ".json"), {"command": command, "machine": facts, "data": args.data,
                                                  "rows": rows})
-    atomic_write_bytes(with_ext(out, ".md"), to_markdown(rows, facts, command, args.data).encode())
+    notes = args.notes.read_text().strip() + "\n\n" if args.notes else ""
+    atomic_write_bytes(with_ext(out, ".md"), (notes + to_markdown(rows, facts, command, args.data)).encode())
     print(json.dumps([{k: r[k] for k in ("model", "nme_balanced")} for r in rows]))
     return 0
 
