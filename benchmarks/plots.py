@@ -47,24 +47,37 @@ def ced_plot(curves: list[tuple[str, dict]]) -> bytes | None:
 
 
 def pareto_plot(rows: list[dict], latency_key: str) -> bytes | None:
-    """Balanced NME against p50 latency; the Pareto front joins models no other beats on both."""
+    """Balanced NME against p50 latency; the Pareto front joins files no other beats on both. One
+    colour per model (legend), one marker per runtime; only the front's points are labelled, since
+    50 labels on one plot read as none."""
     pts = [(r[latency_key], r["nme_mean"], r) for r in rows if r.get(latency_key) and r.get("nme_mean") is not None]
+    hidden = 0
+    if any(not r["untrained"] for _, _, r in pts):  # untrained scores (~24 %) would squash the axis
+        hidden = len({r["model"] for _, _, r in pts if r["untrained"]})
+        pts = [p for p in pts if not p[2]["untrained"]]
     if not pts:
         return None
-    fig = _figure(7, 4.8)
+    fig = _figure(7.5, 5)
     ax = fig.add_subplot()
     markers = {"torch": "s", "onnxruntime": "o", "litert": "^", "coreml": "D"}
+    models = list(dict.fromkeys(r["model"] for _, _, r in pts))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
     for x, y, r in pts:
-        color = "tab:red" if r["peer"] else ("tab:gray" if r["untrained"] else "tab:blue")
-        ax.scatter(x, y, marker=markers.get(r["runtime"], "o"), color=color, s=36, zorder=3)
-        ax.annotate(r["label"], (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.scatter(x, y, marker=markers.get(r["runtime"], "o"), color=colors[r["model"]], s=36, zorder=3,
+                   edgecolors="black" if r["peer"] else "none", linewidths=0.6)
     front, best = [], float("inf")
-    for x, y, _ in sorted(pts, key=lambda p: (p[0], p[1])):
+    for x, y, r in sorted(pts, key=lambda p: (p[0], p[1])):
         if y < best:
             front.append((x, y))
             best = y
+            ax.annotate(f"{r['format']} {r['precision']}", (x, y), fontsize=6, xytext=(4, -9), textcoords="offset points")
     front.append((max(p[0] for p in pts), best))  # the front holds to the slowest model
     ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:green", lw=1, label="Pareto front")
+    peers = {r["model"] for _, _, r in pts if r["peer"]}
+    for m in models:
+        ax.scatter([], [], color=colors[m], marker="o", label=f"{m} (peer)" if m in peers else m)
+    for rt in dict.fromkeys(r["runtime"] for _, _, r in pts):
+        ax.scatter([], [], color="white", edgecolors="black", marker=markers.get(rt, "o"), label=rt)
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     xs = [p[0] for p in pts]
@@ -73,10 +86,13 @@ def pareto_plot(rows: list[dict], latency_key: str) -> bytes | None:
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set(xlabel=f"latency p50 ({latency_key.split('_')[1].rstrip('t')} thread, ms{', log scale' if log else ''})", ylabel="balanced NME (%)",
-           title="Accuracy vs latency (blue: ours, red: peers, grey: untrained; marker: runtime)")
+    title = "Accuracy vs latency (one point per file; peers outlined)"
+    if hidden:
+        title += f"\n{hidden} untrained model(s) left out: their NME is in the table"
+    ax.set(xlabel=f"latency p50 ({latency_key.split('_')[1].rstrip('t')} thread, ms{', log scale' if log else ''})",
+           ylabel="balanced NME (%)", title=title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _png(fig)
 
 

@@ -161,7 +161,8 @@ def write_report(run_dirs: list[str], output: str | Path, title: str | None = No
     out = out.with_suffix("") if out.suffix in (".md", ".html", ".json", ".csv") else out
     check_writable(with_ext(out, ".md"), "-o")
     runs = [load_run(d) for d in run_dirs]
-    preface = ([f"Report: `{command}`", ""] if command else [])
+    preface = ([f"Report: `{command}`  "] if command else [])
+    preface += [f"Bench: `{rec.get('command') or '?'}`  " for rec in runs] + [""]  # the exact commands first
     if notes:
         if not Path(notes).is_file():
             raise EdgefaError(f"--notes {notes}: file not found")

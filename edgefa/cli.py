@@ -101,7 +101,7 @@ def _cmd_prune(args) -> int:
     from quantization.recipe import prune_from_cli
 
     return prune_from_cli(args.checkpoint, args.ratio, args.method, args.finetune_epochs, args.output,
-                          config=args.config, overrides=args.overrides, quiet=args.quiet)
+                          config=args.config, overrides=args.overrides, quiet=args.quiet, round_to=args.round_to)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", required=True, help="float checkpoint to prune")
     pr.add_argument("--ratio", required=True, type=float, help="fraction of MACs to remove, in (0, 1)")
     pr.add_argument("--method", default="magnitude", help="channel importance: magnitude | taylor")
+    pr.add_argument("--round-to", type=int, help="keep channel counts in multiples of N (default 16: CPU kernels "
+                    "block channels by 8/16; 1 = exact counts)")
     pr.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs, distilled from the unpruned model")
     pr.add_argument("--config", help="recipe for the fine-tune (default: the checkpoint's own training config)")
     pr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. finetune.lr=5e-4 data.workers=0")

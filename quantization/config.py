@@ -16,6 +16,7 @@ from edgefa.paths import fill_shared
 COMPRESSION_DEFAULTS = {
     "source": None,  # checkpoint to compress; `--checkpoint` on the command line wins
     "prune": {"ratio": 0.5, "method": "magnitude", "tolerance": 0.02,
+              "round_to": 16,  # kept channels in multiples of 16: CPU kernels block by 8/16 (see prune.py)
               "taylor_crops": 32},  # labelled crops whose loss gradients rank channels (taylor)
     # fine-tune after pruning, distilled from the unpruned source model
     "finetune": {"epochs": 0, "lr": 1e-3, "distill": 1.0},

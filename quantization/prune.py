@@ -27,6 +27,7 @@ from edgefa.profile import count_macs, count_params
 from quantization.architecture import arch_diff, shape_attrs
 
 METHODS = ("magnitude", "taylor")
+ACCEPT = 0.05  # a rounding whose best cut misses the asked MACs ratio by more falls back to a finer one
 
 
 @dataclass
@@ -43,6 +44,18 @@ def check_ratio(ratio: float) -> float:
     if not 0.0 < ratio < 1.0:
         raise EdgefaError(f"--ratio {ratio:g}: the fraction of MACs to remove must be in (0, 1)")
     return ratio
+
+
+def check_round_to(value) -> int | None:
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or str(value).strip() not in (str(n), f"{n}.0"):
+        raise EdgefaError(f"prune.round_to: {value!r} is not a whole number >= 1 (1 or null: exact channel counts)")
+    return n if n > 1 else None
 
 
 def check_method(method: str) -> str:
@@ -103,7 +116,7 @@ def _fix_attention(model: nn.Module) -> None:
 
 
 def _prune_copy(model: nn.Module, channel_ratio: float, method: str, example: torch.Tensor,
-                taylor_loss: Callable[[nn.Module], torch.Tensor] | None) -> nn.Module:
+                taylor_loss: Callable[[nn.Module], torch.Tensor] | None, round_to: int | None) -> nn.Module:
     import torch_pruning as tp
 
     pruned = copy.deepcopy(model).eval()
@@ -118,19 +131,43 @@ def _prune_copy(model: nn.Module, channel_ratio: float, method: str, example: to
         importance = tp.importance.MagnitudeImportance(p=2)
     pruner = tp.pruner.MetaPruner(
         pruned, example, importance=importance, pruning_ratio=channel_ratio, ignored_layers=[_head(pruned)],
-        num_heads={m.qkv: m.num_heads for m in attn}, prune_head_dims=True, prune_num_heads=False)
+        num_heads={m.qkv: m.num_heads for m in attn}, prune_head_dims=True, prune_num_heads=False,
+        round_to=round_to)
     pruner.step()
     _fix_attention(pruned)
     pruned.zero_grad(set_to_none=True)
     return pruned
 
 
+def _search(model, ratio, method, example, taylor_loss, tolerance, max_evals, round_to, removed):
+    """The channel ratio whose pruned copy removes ``ratio`` of the MACs: MACs ~ (1 - r)^2 for
+    convs pruned on both sides is the first guess, then secant steps."""
+    tries: list[tuple[float, float, nn.Module]] = []
+    r = 1.0 - (1.0 - ratio) ** 0.5
+    for _ in range(max_evals):
+        r = min(max(r, 1e-3), 0.95)
+        pruned = _prune_copy(model, r, method, example, taylor_loss, round_to)
+        tries.append((r, removed(pruned), pruned))
+        if abs(tries[-1][1] - ratio) <= tolerance:
+            break
+        if len(tries) == 1:
+            r = r * ratio / max(tries[-1][1], 1e-6)
+        else:
+            (r0, f0, _), (r1, f1, _) = tries[-2], tries[-1]
+            r = r1 + (ratio - f1) * (r1 - r0) / (f1 - f0) if abs(f1 - f0) > 1e-9 else r1 * 1.1
+    channel_ratio, got, pruned = min(tries, key=lambda t: abs(t[1] - ratio))
+    return channel_ratio, got, pruned, len(tries)
+
+
 def prune_model(model: nn.Module, ratio: float, method: str = "magnitude",
                 taylor_loss: Callable[[nn.Module], torch.Tensor] | None = None,
-                tolerance: float = 0.02, max_evals: int = 8) -> PruneResult:
+                tolerance: float = 0.02, max_evals: int = 8, round_to: int | None = 16) -> PruneResult:
     """A pruned copy of ``model`` with ``ratio`` of its MACs removed (within ``tolerance``; the
-    issue's +-5 % is the test's bound, the search aims tighter)."""
-    ratio, method = check_ratio(ratio), check_method(method)
+    issue's +-5 % is the test's bound, the search aims tighter). ``round_to``: kept channel counts
+    are multiples of it. 16 by default because CPU kernels block channels by 8/16: measured here,
+    MobileNetV2 cut to -50 % MACs ran 1.5x *slower* than unpruned in onnxruntime with ragged counts
+    (3.58 vs 2.31 ms) and 2x faster with multiples of 16 (1.12 ms); None or 1 keeps exact counts."""
+    ratio, method, round_to = check_ratio(ratio), check_method(method), check_round_to(round_to)
     reason = _unsupported(model)
     if reason:
         raise EdgefaError(f"cannot prune '{getattr(model, 'registry_name', '?')}': {reason}")
@@ -146,26 +183,19 @@ def prune_model(model: nn.Module, ratio: float, method: str = "magnitude",
     def removed(pruned: nn.Module) -> float:
         return 1.0 - count_macs(pruned, size) / macs0
 
-    # MACs ~ (1 - r)^2 for convs pruned on both sides: a good first guess, then secant steps
-    tries: list[tuple[float, float, nn.Module]] = []
-    r = 1.0 - (1.0 - ratio) ** 0.5
-    for _ in range(max_evals):
-        r = min(max(r, 1e-3), 0.95)
-        pruned = _prune_copy(model, r, method, example, taylor_loss)
-        tries.append((r, removed(pruned), pruned))
-        if abs(tries[-1][1] - ratio) <= tolerance:
+    # coarse rounding can overshoot the ratio on small or attention layers (MobileViT head dims):
+    # then the next finer rounding is tried, and the record says which one was used
+    for rounding in dict.fromkeys([round_to, *(r for r in (8, None) if round_to and (r or 0) < round_to)]):
+        channel_ratio, got, pruned, evals = _search(model, ratio, method, example, taylor_loss, tolerance,
+                                                    max_evals, rounding, removed)
+        if abs(got - ratio) <= max(tolerance, ACCEPT):
             break
-        if len(tries) == 1:
-            r = r * ratio / max(tries[-1][1], 1e-6)
-        else:
-            (r0, f0, _), (r1, f1, _) = tries[-2], tries[-1]
-            r = r1 + (ratio - f1) * (r1 - r0) / (f1 - f0) if abs(f1 - f0) > 1e-9 else r1 * 1.1
-    channel_ratio, got, pruned = min(tries, key=lambda t: abs(t[1] - ratio))
+    round_to = rounding
     pruned.registry_name = model.registry_name
     pruned.registry_cfg = dict(model.registry_cfg)
     record = {
         "method": method, "requested_macs_ratio": ratio, "macs_ratio": round(got, 4),
-        "channel_ratio": round(channel_ratio, 4), "search_evals": len(tries),
+        "channel_ratio": round(channel_ratio, 4), "search_evals": evals, "round_to": round_to or 1,
         "macs_before": int(macs0), "macs_after": int(count_macs(pruned, size)),
         "params_before": int(params0), "params_after": int(count_params(pruned)),
         "kept": "final regression Linear (62 outputs)"

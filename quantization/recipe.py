@@ -60,19 +60,20 @@ def prune_checkpoint(source: str | Path, cfg: dict, run_dir: str | Path, progres
     ``cfg['finetune']['epochs']`` distilled from ``source``. Returns the checkpoint to use next."""
     from edgefa.models.checkpoint import save_checkpoint
     from quantization.config import stage_config
-    from quantization.prune import check_method, check_ratio, prune_model
+    from quantization.prune import check_method, check_ratio, check_round_to, prune_model
     from training.trainer import train
 
     run_dir = Path(run_dir)
     check_writable(run_dir / "pruned.pt", "run")
     p = cfg["prune"]
-    check_ratio(p["ratio"]), check_method(p["method"])
+    check_ratio(p["ratio"]), check_method(p["method"]), check_round_to(p["round_to"])
     model, face_model, state = _load(source)
     if "qat" in state.get("compression", {}):
         raise EdgefaError(f"{source}: a QAT checkpoint; prune the float model, then run QAT")
     taylor = _taylor_loss(cfg, face_model, int(p["taylor_crops"])) if p["method"] == "taylor" else None
     t0 = time.perf_counter()
-    result = prune_model(model, p["ratio"], p["method"], taylor_loss=taylor, tolerance=float(p["tolerance"]))
+    result = prune_model(model, p["ratio"], p["method"], taylor_loss=taylor, tolerance=float(p["tolerance"]),
+                         round_to=p["round_to"])
     record = result.record
     record["source"] = str(source)
     record["seconds"] = round(time.perf_counter() - t0, 1)
@@ -167,11 +168,18 @@ def _source_state(checkpoint: str | Path) -> dict:
 
 
 def prune_from_cli(checkpoint: str, ratio: float, method: str, finetune_epochs: int, output: str,
-                   config: str | None = None, overrides: list[str] = (), quiet: bool = False) -> int:
+                   config: str | None = None, overrides: list[str] = (), quiet: bool = False,
+                   round_to: int | None = None) -> int:
     from quantization.config import load_compression_config
-    from quantization.prune import check_method, check_ratio
+    from quantization.prune import check_method, check_ratio, check_round_to
 
     check_ratio(ratio), check_method(method)
+    if round_to is not None:
+        try:
+            check_round_to(round_to)
+        except EdgefaError as exc:
+            raise EdgefaError(str(exc).replace("prune.round_to", "--round-to")) from None
+        overrides = [*overrides, f"prune.round_to={round_to}"]
     if finetune_epochs < 0:
         raise EdgefaError(f"--finetune-epochs {finetune_epochs}: must be >= 0")
     state = _source_state(checkpoint)

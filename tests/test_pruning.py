@@ -49,6 +49,24 @@ def test_prune_removes_the_asked_fraction_of_macs(name, ratio):
     for m in result.model.modules():
         if isinstance(m, torch.nn.Conv2d) and m.groups > 1:
             assert m.groups == m.in_channels == m.out_channels
+    # every conv that lost channels keeps a multiple of 16 (the default round_to: CPU kernels' blocks)
+    before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    cut = {n: m.out_channels for n, m in result.model.named_modules()
+           if isinstance(m, torch.nn.Conv2d) and m.out_channels != before[n]}
+    assert cut and all(c % 16 == 0 for c in cut.values()), cut
+    assert result.record["round_to"] == 16
+
+
+def test_prune_round_to_one_keeps_exact_counts_and_bad_values_are_refused():
+    from quantization.prune import prune_model
+
+    model = create_model("mobilenetv2_100", input_size=SIZE).eval()
+    result = prune_model(model, 0.3, round_to=1)
+    assert result.record["round_to"] == 1
+    assert any(m.out_channels % 8 for m in result.model.modules() if isinstance(m, torch.nn.Conv2d))
+    for bad in (0, -4, 2.5, "x"):
+        with pytest.raises(EdgefaError, match="prune.round_to"):
+            prune_model(model, 0.3, round_to=bad)
 
 
 def test_pruned_checkpoint_reloads_without_pickles_and_exports(tmp_path):
@@ -96,11 +114,12 @@ def test_prune_cli_taylor_then_distilled_finetune(tmp_path, capsys):
     path, _ = _checkpoint(tmp_path)
     out = tmp_path / "run"
     code = main(["prune", "--checkpoint", str(path), "--ratio", "0.3", "--method", "taylor", "--finetune-epochs", "1",
-                 "-o", str(out), "--quiet", *TINY_DATA, "prune.taylor_crops=8"])
+                 "--round-to", "8", "-o", str(out), "--quiet", *TINY_DATA, "prune.taylor_crops=8"])
     assert code == 0
     state = torch.load(out / "finetune" / "best.pt", weights_only=True)
     assert state["config"]["teacher"] == str(path) and state["config"]["loss"]["distill"] > 0
     assert state["compression"]["pruning"]["method"] == "taylor"
+    assert state["compression"]["pruning"]["round_to"] == 8
     model, _, _ = model_from_checkpoint(out / "finetune" / "best.pt")
     assert abs(1 - count_macs(model) / count_macs(create_model("mobilenetv3_small_100", input_size=SIZE)) - 0.3) <= 0.05
 
@@ -109,6 +128,7 @@ def test_prune_cli_taylor_then_distilled_finetune(tmp_path, capsys):
     (["--ratio", "1.5"], "must be in (0, 1)"),
     (["--ratio", "0"], "must be in (0, 1)"),
     (["--ratio", "0.3", "--method", "magnitud"], "did you mean 'magnitude'"),
+    (["--ratio", "0.3", "--round-to", "0"], "--round-to: 0 is not a whole number"),
 ])
 def test_prune_cli_bad_input_is_one_line(tmp_path, capsys, args, message):
     path, _ = _checkpoint(tmp_path)
