@@ -110,3 +110,34 @@ def test_trains_with_edgefa_train(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["best_val_nme"] > 0
     assert set(load_checkpoint(tmp_path / "run" / "last.pt")["history"][-1]["terms"]) == {"dense"}
+
+
+def test_exportable_fit_equals_fit_params(fm):
+    """LandmarkFit3D (no SVD / solve) gives fit_params' answer on noisy 3D landmarks, and the polar
+    iteration gives the SVD's rotation."""
+    from edgefa.data.synthetic import sample_params
+    from edgefa.facemodel.fit import LandmarkFit3D, fit_params, polar_rotation
+    from edgefa.facemodel.geometry import landmarks
+
+    raw = np.stack([sample_params(np.random.default_rng([7, i]), fm) for i in range(6)])
+    pts = landmarks(raw, fm) + np.random.default_rng(0).normal(0, 1.0, (6, 68, 3))
+    ref = fit_params(pts, fm, iterations=10)
+    got = LandmarkFit3D(fm, iterations=10)(torch.from_numpy(pts).float()).double().numpy()
+    assert np.abs(landmarks(got, fm) - landmarks(ref, fm)).max() < 1e-3  # crop pixels
+    m = torch.randn(5, 3, 3, dtype=torch.float64)
+    m = m * torch.sign(torch.linalg.det(m)).view(-1, 1, 1)  # det > 0: a proper rotation exists
+    u, _, vh = torch.linalg.svd(m)
+    torch.testing.assert_close(polar_rotation(m, steps=12), u @ vh, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_exports_with_passing_parity(fmt, tmp_path):
+    from converters.export import run_export
+    from converters.formats import get_format
+
+    if get_format(fmt).missing():
+        pytest.skip(f"format {fmt} needs {get_format(fmt).missing()}")
+    torch.manual_seed(0)
+    rows, _ = run_export("dense_mobilenetv2", fmt, "fp32", tmp_path, parity_n=2, postprocess=fmt == "tflite",
+                         progress=lambda _: None)
+    assert rows[0].status == "ok", rows[0].reason

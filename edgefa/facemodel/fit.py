@@ -96,3 +96,70 @@ def fit_params(points, fm: FaceModel, iterations: int = 15, prior: float = 0.1):
     pose = torch.cat([sr, t.unsqueeze(-1)], dim=-1).reshape(batch, N_POSE)
     out = torch.cat([pose, coeff], dim=1).to(pts.dtype)
     return out[0] if squeeze else out
+
+
+def polar_rotation(m: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Orthogonal polar factor U V^T of (B, 3, 3) matrices by scaled Newton iteration (Higham 1986):
+    X <- (g X + X^-T / g) / 2, g = sqrt(|X^-1|_F / |X|_F), with X^-T = cofactor(X) / det(X) written out
+    (5 steps reach float32 precision for face point clouds; more for ill-conditioned matrices).
+    The same rotation as Umeyama's SVD when det(m) > 0, in ops every exporter converts (no SVD).
+    A mirrored point set (det < 0) gets the improper factor: Umeyama's sign fix needs the SVD."""
+    nxt = torch.tensor([1, 2, 0], device=m.device)
+    prv = torch.tensor([2, 0, 1], device=m.device)
+    x = m
+    for _ in range(steps):
+        # cofactor rows (x1 x x2, x2 x x0, x0 x x1) for all rows and columns at once
+        a, b = x.index_select(1, nxt), x.index_select(1, prv)
+        cof = a.index_select(2, nxt) * b.index_select(2, prv) - a.index_select(2, prv) * b.index_select(2, nxt)
+        det = (x * cof).sum((1, 2), keepdim=True) / 3.0  # each row's dot with its cofactor row is det
+        inv_t = cof / det
+        g = torch.sqrt(torch.sqrt((inv_t * inv_t).sum((1, 2), keepdim=True) / (x * x).sum((1, 2), keepdim=True)))
+        x = 0.5 * (g * x + inv_t / g)
+    return x
+
+
+class LandmarkFit3D(torch.nn.Module):
+    """``fit_params`` for 3D landmarks as a module of plain tensor ops, so a model that regresses
+    points (``dense_mobilenetv2``) exports with its fit to ONNX / TFLite / CoreML. Same alternation
+    (similarity, then ridge shape + expression with the same prior) in float32; the ridge solve uses
+    that for a rotation R, (sR B)^T (sR B) = s^2 B^T B, so one eigen-decomposition done here, in float64,
+    turns every solve into matrix products."""
+
+    def __init__(self, fm: FaceModel, iterations: int = 15, prior: float = 0.1, polar_steps: int = 5):
+        super().__init__()
+        f64 = torch.float64  # buffers derive from the face model: not saved (persistent=False)
+        basis = torch.cat([torch.as_tensor(fm.shape_basis, dtype=f64), torch.as_tensor(fm.expr_basis, dtype=f64)], 1)
+        std = torch.as_tensor(fm.param_std[N_POSE:N_POSE + N_SHAPE + N_EXPR], dtype=f64)
+        p = std / prior ** 0.5  # P = diag(prior / std^2)^(-1/2)
+        lam, q = torch.linalg.eigh(p[:, None] * (basis.T @ basis) * p[None, :])
+        self.iterations, self.polar_steps, self.size = int(iterations), int(polar_steps), float(fm.size)
+        self.register_buffer("mean", torch.as_tensor(fm.mean, dtype=f64).reshape(N_LANDMARKS, 3).float(),
+                             persistent=False)
+        self.register_buffer("basis_t", basis.T.contiguous().float(), persistent=False)  # (50, 204)
+        self.register_buffer("pq", (p[:, None] * q).float(), persistent=False)  # P Q
+        self.register_buffer("eig", lam.clamp_min(0).float(), persistent=False)
+
+    def _pose(self, shape: torch.Tensor, target: torch.Tensor):
+        mu_s, mu_d = shape.mean(1, keepdim=True), target.mean(1, keepdim=True)
+        xs, xd = shape - mu_s, target - mu_d
+        cov = xd.transpose(1, 2) @ xs / shape.shape[1]
+        rot = polar_rotation(cov, self.polar_steps)
+        scale = (rot * cov).sum((1, 2)) / ((xs * xs).sum((1, 2)) / shape.shape[1])
+        t = mu_d.squeeze(1) - scale.unsqueeze(1) * (mu_s.squeeze(1).unsqueeze(1) @ rot.transpose(1, 2)).squeeze(1)
+        return scale, rot, t
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, 68, 3) landmarks in crop pixels -> raw 62 params (B, 62)."""
+        target = torch.stack([points[..., 0] + 1.0, self.size - points[..., 1], points[..., 2]], dim=-1)
+        coeff = torch.zeros(points.shape[0], self.basis_t.shape[0], dtype=points.dtype, device=points.device)
+        for step in range(self.iterations + 1):
+            shape = self.mean + (coeff @ self.basis_t).reshape(-1, N_LANDMARKS, 3)
+            scale, rot, t = self._pose(shape, target)
+            if step == self.iterations:  # the last pose is fitted to the final shape
+                break
+            resid = target - (self.mean @ rot.transpose(1, 2) * scale.view(-1, 1, 1) + t.unsqueeze(1))
+            rhs = scale.unsqueeze(1) * ((resid @ rot).reshape(points.shape[0], -1) @ self.basis_t.T)  # s B^T R^T r
+            scaled = (rhs @ self.pq) / (scale.unsqueeze(1) ** 2 * self.eig + 1.0)
+            coeff = scaled @ self.pq.T
+        pose = torch.cat([scale.view(-1, 1, 1) * rot, t.unsqueeze(-1)], dim=-1).reshape(-1, N_POSE)
+        return torch.cat([pose, coeff], dim=1)

@@ -9,12 +9,12 @@ model trains on synthetic data with ``face_model: synthetic``.
 
 Integration with the parameter-centric pipeline (the smallest that keeps every tool working):
 ``forward`` returns 62 whitened parameters like every other model, obtained by fitting the 3DMM
-(``edgefa.facemodel.fit.fit_params``, 3D similarity + ridge shape) to the 68-point subset of the
-regressed points, so ``edgefa eval`` / the trainer's validation measure the 68 landmarks through
-that fit (slightly smoother than the raw subset). In training mode it also returns the dense points
-for their loss. Not integrated: the raw dense points are not a ``Predictor`` output, and the fit
-(SVD, lstsq, solve) is not exportable: ONNX / TFLite export of this model is not supported
-(export ``forward_dense`` with ``torch.onnx`` yourself for the points alone).
+(3D similarity + ridge shape, ``edgefa.facemodel.fit.LandmarkFit3D``: ``fit_params`` in plain tensor
+ops) to the 68-point subset of the regressed points, so ``edgefa eval`` / the trainer's validation
+measure the 68 landmarks through that fit (slightly smoother than the raw subset), and the model
+exports (fit included) to ONNX / TFLite / CoreML like the others. In training mode it also returns
+the dense points for their loss. Not integrated: the raw dense points are not a ``Predictor`` or
+exported output (export ``forward_dense`` with ``torch.onnx`` yourself for the points alone).
 """
 from __future__ import annotations
 
@@ -47,20 +47,22 @@ class DenseRegressor(FaceRegressor):
         nn.init.normal_(head.weight, std=1e-3)
         nn.init.zeros_(head.bias)
         self.point_scale = self.face_model.size / 4.0  # network units: a quarter of the crop
+        from edgefa.facemodel.fit import LandmarkFit3D
+
+        self.fit = LandmarkFit3D(self.face_model, iterations=self.fit_iterations)
+        fm = self.face_model
+        self.register_buffer("param_mean", torch.as_tensor(fm.param_mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("param_std", torch.as_tensor(fm.param_std, dtype=torch.float32), persistent=False)
 
     def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         """(B, K, 3) points in crop pixels (x right, y down, z depth), ``dense_index`` order."""
         return self.mean_points + self.net(x).reshape(-1, self.k, 3) * self.point_scale
 
     def params_from_points(self, points: torch.Tensor) -> torch.Tensor:
-        """Whitened 62 params of the 3DMM fitted to the 68-point subset (no gradient)."""
-        from edgefa.facemodel.fit import fit_params
-        from edgefa.facemodel.geometry import whiten
-
-        fm = self.face_model
-        with torch.no_grad():
-            raw = fit_params(points[:, self.dense_lmk68].detach().float(), fm, iterations=self.fit_iterations)
-            return whiten(raw, fm).float()
+        """Whitened 62 params of the 3DMM fitted to the 68-point subset (no gradient: the points
+        have their own loss)."""
+        raw = self.fit(points.detach().float().index_select(1, self.dense_lmk68))
+        return (raw - self.param_mean) / self.param_std
 
     def forward(self, x: torch.Tensor):
         points = self.forward_dense(x)

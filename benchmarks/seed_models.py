@@ -1,0 +1,179 @@
+"""The papers' architectures trained on real data, beside the numbers their papers give:
+``reports/seed-models.md``. For each training run: its best checkpoint exported (ONNX + TFLite fp32,
+``--postprocess``, parity-gated on real crops), the ONNX file run on AFLW2000-3D by ``edgefa bench``
+(accuracy of the artifact, ORT 1-thread latency), the TFLite file timed in LiteRT.
+
+    python benchmarks/seed_models.py runs/mobile-frnet-cpu runs/query-decoder-cpu ... \\
+        --data aflw2000-3d:../shared/data/aflw2000-3d -o reports/seed-models --notes benchmarks/notes/seed-models.md
+
+Files and bench records go under --work (default runs/seed-models/<run name>); a run whose exported
+files exist is not exported again (``--reexport`` to redo).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.machine import machine_line, script_command, versions_line  # noqa: E402
+from edgefa.errors import EdgefaError  # noqa: E402
+from edgefa.fileio import write_md_json  # noqa: E402
+
+BINS = ("[0,30]", "(30,60]", "(60,90]")
+
+# What each paper reports on AFLW2000-3D (NME % per yaw bin, balanced mean; pose MAE mean in degrees),
+# and its setting, so the report can say why ours differs. None: the paper gives no such number.
+PAPERS = {
+    "mobile_frnet": {"paper": "Mobile-FRNet, Table 2", "bins": (2.930, 3.799, 4.768), "mean": 3.832, "pose": None,
+                     "params_m": 2.60, "gflops": 0.12, "setting": "300W-LP (3DMM labels), 3DDFA protocol"},
+    "mobile_frnet_noattn": {"paper": "Mobile-FRNet, Table 2 (no attention)", "bins": (2.962, 3.856, 4.991),
+                            "mean": 3.936, "pose": None, "params_m": 2.40, "gflops": 0.11,
+                            "setting": "300W-LP (3DMM labels), 3DDFA protocol"},
+    "multitask_mobilenetv3_small_100": {"paper": "Multi-task MobileViT, Table I (MobileNetV3-Small)",
+                                        "bins": (3.085, 3.964, 4.850), "mean": 3.967, "pose": 3.786,
+                                        "params_m": 36.04, "gflops": None,
+                                        "setting": "3DDFA data (300W-LP), 80 epochs, RTX A5000"},
+    "multitask_mobilevit_s": {"paper": "Multi-task MobileViT, Table I (MobileViT v1-S)",
+                              "bins": (2.937, 3.564, 4.760), "mean": 3.754, "pose": 3.624, "params_m": 47.53,
+                              "gflops": None, "setting": "3DDFA data (300W-LP), 80 epochs, RTX A5000"},
+    "multitask_mobilevitv2_100": {"paper": "Multi-task MobileViT, Table I (MobileViT v2-1.0)",
+                                  "bins": (2.877, 3.770, 5.088), "mean": 3.911, "pose": 3.848, "params_m": 31.68,
+                                  "gflops": None, "setting": "3DDFA data (300W-LP), 80 epochs, RTX A5000"},
+    "query_decoder_mobilenetv3_small": {"paper": "Trans3DHead, Table 2 (pose only; NME on DAD-3DHeads)",
+                                        "bins": None, "mean": None, "pose": 3.38, "params_m": None, "gflops": None,
+                                        "setting": "ResNet-50, DAD-3DHeads + FLAME, 360 epochs, V100"},
+    "query_decoder_mobilenetv2": {"paper": "Trans3DHead, Table 2 (pose only; NME on DAD-3DHeads)",
+                                  "bins": None, "mean": None, "pose": 3.38, "params_m": None, "gflops": None,
+                                  "setting": "ResNet-50, DAD-3DHeads + FLAME, 360 epochs, V100"},
+    "dense_mobilenetv2": {"paper": "Dense 520 landmarks, Table 1/3 (MobileNetV2)", "bins": (2.86, 3.68, 4.76),
+                          "mean": 3.77, "pose": None, "params_m": 4.18, "gflops": 0.78,  # 0.39 GMACs x 2
+                          "setting": "520 points from PRNet position maps of 300W-LP"},
+}
+
+
+def _run_info(run: Path) -> dict:
+    import torch
+
+    last = run / "last.pt"
+    if not (run / "best.pt").is_file() or not last.is_file():
+        raise EdgefaError(f"{run}: not a finished training run (needs best.pt and last.pt)")
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    cfg = state["config"]
+    return {"run": run.name, "model": cfg["model"]["name"], "recipe": cfg["name"], "epochs_done": state["epoch"],
+            "epochs_planned": cfg["epochs"], "train_seconds": state["history"][-1]["seconds"],
+            "best_val": state["best"], "train_data": cfg["data"]["train"], "train_command": state.get("command"),
+            "git_commit": state.get("git_commit")}
+
+
+def _export(run: Path, folder: Path, args) -> list[dict]:
+    from converters.export import run_export
+
+    done = folder / "export.json"
+    if done.exists() and not args.reexport:
+        return json.loads(done.read_text())
+    rows, _ = run_export(str(run / "best.pt"), "onnx,tflite", "fp32", folder / "files", parity_data=args.parity_data,
+                         parity_n=args.parity_n, postprocess=True, name=run.name)
+    out = [{"format": r.format, "precision": r.precision, "status": r.status, "reason": r.reason,
+            "size_mb": r.size_mb, "lm_px_max": r.parity.get("landmark_px_max"),
+            "nme_points_mean": r.parity.get("nme_points_mean")} for r in rows]
+    done.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _bench(folder: Path, args) -> dict:
+    from benchmarks.bench import run_bench
+    from benchmarks.tables import flat_rows
+
+    files = folder / "files"
+    rows = {}
+    for runtime, data in (("onnxruntime", args.data), ("litert", None)):
+        record, _ = run_bench([str(files)], folder / f"bench-{runtime}", runtimes=runtime, threads="1",
+                              warmup=20, min_time=args.min_time, data=data, progress=False)
+        for r in flat_rows(record):
+            rows[runtime] = r
+    return rows
+
+
+def seed_row(run: Path, args) -> dict:
+    info = _run_info(run)
+    folder = Path(args.work) / run.name
+    folder.mkdir(parents=True, exist_ok=True)
+    export = _export(run, folder, args)
+    bench = _bench(folder, args) if all(e["status"] == "ok" for e in export) else {}
+    ort, lite = bench.get("onnxruntime", {}), bench.get("litert", {})
+    return {**info, "export": export, "params_m": ort.get("params_m"), "gflops": ort.get("gflops"),
+            "bins": [ort.get(b) for b in BINS], "nme_mean": ort.get("nme_mean"), "nme_plain": ort.get("nme_plain"),
+            "pose_mae": ort.get("pose_mae"), "ort_p50_1t": ort.get("p50_1t"), "litert_p50_1t": lite.get("p50_1t"),
+            "paper": PAPERS.get(info["model"])}
+
+
+def _f(v, spec=".3f"):
+    return "–" if v is None else format(v, spec)
+
+
+def markdown(rows: list[dict], notes: str, command: str, data: str) -> str:
+    lines = ["# The papers' architectures trained on real data (seed models)", "", notes.strip(), "",
+             f"Command: `{command}`  ", f"Machine: {machine_line()}  ", f"Versions: {versions_line()}", "",
+             f"Accuracy: the exported ONNX fp32 file (with in-graph post-processing) run by `edgefa bench` on "
+             f"`{data}` (NME %, 68 points, sqrt(w*h) of the ground-truth box; pose MAE mean of yaw/pitch/roll in "
+             "degrees). Latency: p50 at batch 1, 1 thread, after 20 warm-up calls. Parity: the export gate on "
+             f"real crops (fp32: max landmark difference in crop pixels vs PyTorch).", "",
+             "| model | source | params (M) | GFLOPs | " + " | ".join(BINS) + " | balanced | pose MAE | "
+             "ORT p50 1t (ms) | LiteRT p50 1t (ms) | parity ONNX / TFLite (px) | epochs | train time |",
+             "|" + "---|" * 14]
+    for r in rows:
+        parity = " / ".join(f"{'✅' if e['status'] == 'ok' else '❌'} {_f(e['lm_px_max'], '.1e')}" for e in r["export"])
+        lines.append(f"| {r['model']} | ours ({r['run']}) | {_f(r['params_m'], '.2f')} | {_f(r['gflops'], '.3f')} | "
+                     + " | ".join(_f(b) for b in r["bins"]) + f" | **{_f(r['nme_mean'])}** | {_f(r['pose_mae'], '.2f')} | "
+                     f"{_f(r['ort_p50_1t'], '.2f')} | {_f(r['litert_p50_1t'], '.2f')} | {parity} | "
+                     f"{r['epochs_done']}/{r['epochs_planned']} | {r['train_seconds'] / 60:.1f} min |")
+        p = r["paper"]
+        if p:
+            bins = p["bins"] or (None, None, None)
+            lines.append(f"| {r['model']} | paper: {p['paper']} | {_f(p['params_m'], '.2f')} | {_f(p['gflops'], '.2f')} | "
+                         + " | ".join(_f(b) for b in bins) + f" | {_f(p['mean'])} | {_f(p['pose'], '.2f')} | – | – | – | "
+                         f"{p['setting']} | |")
+    lines += ["", "Trained with:"]
+    lines += [f"- {r['model']}: `{r['train_command']}` (data: {', '.join(r['train_data']) if isinstance(r['train_data'], list) else r['train_data']})"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", help="training run folders (best.pt + last.pt)")
+    ap.add_argument("--data", required=True, help="evaluation dataset spec (AFLW2000-3D)")
+    ap.add_argument("--parity-data", default=None, help="crops for the export parity gate (default: --data,n=32)")
+    ap.add_argument("--parity-n", type=int, default=32)
+    ap.add_argument("--min-time", type=float, default=3.0)
+    ap.add_argument("--work", default="runs/seed-models")
+    ap.add_argument("--reexport", action="store_true")
+    ap.add_argument("--export-only", action="store_true", help="export (and gate) only; bench on a quiet machine later")
+    ap.add_argument("--notes", default=None, help="Markdown file with the report's status paragraph")
+    ap.add_argument("-o", "--output", required=True, help="report path without suffix (.md and .json)")
+    args = ap.parse_args(argv)
+    args.parity_data = args.parity_data or args.data
+    notes = Path(args.notes).read_text() if args.notes else ""
+    try:
+        if args.export_only:
+            for run in args.runs:
+                _run_info(Path(run))
+                (Path(args.work) / Path(run).name).mkdir(parents=True, exist_ok=True)
+                print(Path(run).name, _export(Path(run), Path(args.work) / Path(run).name, args))
+            return 0
+        rows = [seed_row(Path(run), args) for run in args.runs]
+    except EdgefaError as exc:
+        print(f"seed_models: error: {exc}", file=sys.stderr)
+        return 2
+    command = script_command(argv)
+    record = {"command": command, "machine": machine_line(), "versions": versions_line(), "data": args.data,
+              "rows": rows}
+    print(f"wrote {write_md_json(args.output, record, markdown(rows, notes, command, args.data))} and .json")
+    return 0 if all(e["status"] == "ok" for r in rows for e in r["export"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
