@@ -26,30 +26,31 @@ BINS = ("[0,30]", "(30,60]", "(60,90]")
 
 # What each paper reports on AFLW2000-3D (NME % per yaw bin, balanced mean; pose MAE mean in degrees),
 # and its setting, so the report can say why ours differs. None: the paper gives no such number.
+# Compute in G multiply-accumulates: Mobile-FRNet's "GFLOPs" are MACs (edgefa/models/mobile_frnet.py).
 PAPERS = {
     "mobile_frnet": {"paper": "Mobile-FRNet, Table 2", "bins": (2.930, 3.799, 4.768), "mean": 3.832, "pose": None,
-                     "params_m": 2.60, "gflops": 0.12, "setting": "300W-LP (3DMM labels), 3DDFA protocol"},
+                     "params_m": 2.60, "gmacs": 0.12, "setting": "300W-LP (3DMM labels), 3DDFA protocol"},
     "mobile_frnet_noattn": {"paper": "Mobile-FRNet, Table 2 (no attention)", "bins": (2.962, 3.856, 4.991),
-                            "mean": 3.936, "pose": None, "params_m": 2.40, "gflops": 0.11,
+                            "mean": 3.936, "pose": None, "params_m": 2.40, "gmacs": 0.11,
                             "setting": "300W-LP (3DMM labels), 3DDFA protocol"},
     "multitask_mobilenetv3_small_100": {"paper": "Multi-task MobileViT, Table I (MobileNetV3-Small)",
                                         "bins": (3.085, 3.964, 4.850), "mean": 3.967, "pose": 3.786,
-                                        "params_m": 36.04, "gflops": None,
+                                        "params_m": 36.04, "gmacs": None,
                                         "setting": "3DDFA data (300W-LP), 80 epochs, RTX A5000"},
     "multitask_mobilevit_s": {"paper": "Multi-task MobileViT, Table I (MobileViT v1-S)",
                               "bins": (2.937, 3.564, 4.760), "mean": 3.754, "pose": 3.624, "params_m": 47.53,
-                              "gflops": None, "setting": "3DDFA data (300W-LP), 80 epochs, RTX A5000"},
+                              "gmacs": None, "setting": "3DDFA data (300W-LP), 80 epochs, RTX A5000"},
     "multitask_mobilevitv2_100": {"paper": "Multi-task MobileViT, Table I (MobileViT v2-1.0)",
                                   "bins": (2.877, 3.770, 5.088), "mean": 3.911, "pose": 3.848, "params_m": 31.68,
-                                  "gflops": None, "setting": "3DDFA data (300W-LP), 80 epochs, RTX A5000"},
+                                  "gmacs": None, "setting": "3DDFA data (300W-LP), 80 epochs, RTX A5000"},
     "query_decoder_mobilenetv3_small": {"paper": "Trans3DHead, Table 2 (pose only; NME on DAD-3DHeads)",
-                                        "bins": None, "mean": None, "pose": 3.38, "params_m": None, "gflops": None,
+                                        "bins": None, "mean": None, "pose": 3.38, "params_m": None, "gmacs": None,
                                         "setting": "ResNet-50, DAD-3DHeads + FLAME, 360 epochs, V100"},
     "query_decoder_mobilenetv2": {"paper": "Trans3DHead, Table 2 (pose only; NME on DAD-3DHeads)",
-                                  "bins": None, "mean": None, "pose": 3.38, "params_m": None, "gflops": None,
+                                  "bins": None, "mean": None, "pose": 3.38, "params_m": None, "gmacs": None,
                                   "setting": "ResNet-50, DAD-3DHeads + FLAME, 360 epochs, V100"},
     "dense_mobilenetv2": {"paper": "Dense 520 landmarks, Table 1/3 (MobileNetV2)", "bins": (2.86, 3.68, 4.76),
-                          "mean": 3.77, "pose": None, "params_m": 4.18, "gflops": 0.78,  # 0.39 GMACs x 2
+                          "mean": 3.77, "pose": None, "params_m": 4.18, "gmacs": 0.39,  # input size not stated
                           "setting": "520 points from PRNet position maps of 300W-LP"},
 }
 
@@ -104,7 +105,7 @@ def seed_row(run: Path, args) -> dict:
     export = _export(run, folder, args)
     bench = _bench(folder, args) if all(e["status"] == "ok" for e in export) else {}
     ort, lite = bench.get("onnxruntime", {}), bench.get("litert", {})
-    return {**info, "export": export, "params_m": ort.get("params_m"), "gflops": ort.get("gflops"),
+    return {**info, "export": export, "params_m": ort.get("params_m"), "gmacs": (ort.get("macs_m") or 0) / 1e3 or None,
             "bins": [ort.get(b) for b in BINS], "nme_mean": ort.get("nme_mean"), "nme_plain": ort.get("nme_plain"),
             "pose_mae": ort.get("pose_mae"), "ort_p50_1t": ort.get("p50_1t"), "litert_p50_1t": lite.get("p50_1t"),
             "paper": PAPERS.get(info["model"])}
@@ -121,24 +122,26 @@ def markdown(rows: list[dict], notes: str, command: str, data: str) -> str:
              f"`{data}` (NME %, 68 points, sqrt(w*h) of the ground-truth box; pose MAE mean of yaw/pitch/roll in "
              "degrees). Latency: p50 at batch 1, 1 thread, after 20 warm-up calls. Parity: the export gate on "
              f"real crops (fp32: max landmark difference in crop pixels vs PyTorch).", "",
-             "| model | source | params (M) | GFLOPs | " + " | ".join(BINS) + " | balanced | pose MAE | "
+             "| model | source | params (M) | GMACs | " + " | ".join(BINS) + " | balanced | pose MAE | "
              "ORT p50 1t (ms) | LiteRT p50 1t (ms) | parity ONNX / TFLite (px) | epochs | train time |",
              "|" + "---|" * 14]
     for r in rows:
         parity = " / ".join(f"{'✅' if e['status'] == 'ok' else '❌'} {_f(e['lm_px_max'], '.1e')}" for e in r["export"])
-        lines.append(f"| {r['model']} | ours ({r['run']}) | {_f(r['params_m'], '.2f')} | {_f(r['gflops'], '.3f')} | "
+        lines.append(f"| {r['model']} | ours ({r['run']}) | {_f(r['params_m'], '.2f')} | {_f(r['gmacs'], '.3f')} | "
                      + " | ".join(_f(b) for b in r["bins"]) + f" | **{_f(r['nme_mean'])}** | {_f(r['pose_mae'], '.2f')} | "
                      f"{_f(r['ort_p50_1t'], '.2f')} | {_f(r['litert_p50_1t'], '.2f')} | {parity} | "
                      f"{r['epochs_done']}/{r['epochs_planned']} | {r['train_seconds'] / 60:.1f} min |")
         p = r["paper"]
         if p:
             bins = p["bins"] or (None, None, None)
-            lines.append(f"| {r['model']} | paper: {p['paper']} | {_f(p['params_m'], '.2f')} | {_f(p['gflops'], '.2f')} | "
+            lines.append(f"| {r['model']} | paper: {p['paper']} | {_f(p['params_m'], '.2f')} | {_f(p['gmacs'], '.2f')} | "
                          + " | ".join(_f(b) for b in bins) + f" | {_f(p['mean'])} | {_f(p['pose'], '.2f')} | – | – | – | "
                          f"{p['setting']} | |")
     lines += ["", "Trained with:"]
-    lines += [f"- {r['model']}: `{r['train_command']}` (data: {', '.join(r['train_data']) if isinstance(r['train_data'], list) else r['train_data']})"
-              for r in rows]
+    shared = str(Path("../shared").resolve())  # as the recipes write it, not this machine's path
+    for r in rows:
+        data = r["train_data"] if isinstance(r["train_data"], list) else [r["train_data"]]
+        lines.append(f"- {r['model']}: `{r['train_command']}` (data: {', '.join(data).replace(shared, '../shared')})")
     return "\n".join(lines) + "\n"
 
 
