@@ -72,6 +72,16 @@ def test_train_tiny_run_writes_checkpoints_and_resumes_exactly(tmp_path, capsys,
         torch.testing.assert_close(resumed["state_dict"][key], value, msg=key)
 
 
+def test_without_a_tty_progress_is_plain_lines_with_loss_lr_and_eta(tmp_path, capsys):
+    """tqdm hides its bar when stdout is not a terminal (a log file, CI): the trainer then prints
+    plain progress lines, so a long epoch is not silent."""
+    args = [a for a in _tiny(tmp_path, "epochs=1") if a != "--quiet"]
+    assert main(args) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch 1/1 batch ")]
+    assert [ln.split(":")[0] for ln in lines] == ["epoch 1/1 batch 1/3", "epoch 1/1 batch 2/3", "epoch 1/1 batch 3/3"]
+    assert all("loss " in ln and "lr " in ln and "epoch ETA" in ln for ln in lines)
+
+
 def test_unwritable_run_dir_reported_before_training(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -91,6 +91,15 @@ def _device(cfg: dict, rank: int, world: int) -> str:
     return "cpu"
 
 
+
+def _log_progress(epoch: int, epochs: int, step: int, steps: int, loss: float, lr: float, t0: float) -> None:
+    every = max(1, steps // 10)
+    if (step + 1) % every and step + 1 != steps:
+        return
+    per_step = (time.perf_counter() - t0) / (step + 1)
+    print(f"epoch {epoch + 1}/{epochs} batch {step + 1}/{steps}: loss {loss:.3f}, lr {lr:.2e}, "
+          f"{per_step:.2f} s/batch, epoch ETA {per_step * (steps - step - 1) / 60:.1f} min", flush=True)
+
 def train(cfg: dict, resume: str | None = None, progress: bool = True, command: str | None = None,
           model=None, face_model=None, epoch_hook=None) -> dict:
     """``model`` / ``face_model``: start from these instead of the recipe's (pruned or QAT models
@@ -160,6 +169,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
             epoch_hook(model, epoch)
         net.train()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="batch", disable=None if show else True)
+        epoch_t0 = time.perf_counter()
         for step, batch in enumerate(bar):
             lr = lr_at(epoch + step / steps_per_epoch, cfg)
             for group in optimizer.param_groups:
@@ -183,6 +193,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
             terms = {k: float(v.detach()) for k, v in terms.items()}
             optimizer.step()
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+            if show and bar.disable:  # no TTY (a log file): a plain line every ~10 % of the epoch
+                _log_progress(epoch, cfg["epochs"], step, steps_per_epoch, loss.item(), lr, epoch_t0)
         if world > 1:
             # DDP syncs buffers at each forward; after the last one BN statistics drift per rank
             for buf in model.buffers():
