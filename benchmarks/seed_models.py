@@ -56,22 +56,15 @@ PAPERS = {
 
 
 def _run_info(run: Path) -> dict:
-    import torch
+    from training.report import run_summary
 
-    last = run / "last.pt"
-    if not (run / "best.pt").is_file() or not last.is_file():
-        raise EdgefaError(f"{run}: not a finished training run (needs best.pt and last.pt)")
-    state = torch.load(last, map_location="cpu", weights_only=True)
-    cfg = state["config"]
-    return {"run": run.name, "model": cfg["model"]["name"], "recipe": cfg["name"], "epochs_done": state["epoch"],
-            "epochs_planned": cfg["epochs"], "train_seconds": state["history"][-1]["seconds"],
-            "best_val": state["best"], "train_data": cfg["data"]["train"], "train_command": state.get("command"),
-            "git_commit": state.get("git_commit")}
+    return {"run": run.name, **run_summary(run)}
 
 
 def _export(run: Path, folder: Path, args) -> list[dict]:
     from converters.export import run_export
 
+    folder.mkdir(parents=True, exist_ok=True)
     done = folder / "export.json"
     if done.exists() and not args.reexport:
         return json.loads(done.read_text())
@@ -101,7 +94,6 @@ def _bench(folder: Path, args) -> dict:
 def seed_row(run: Path, args) -> dict:
     info = _run_info(run)
     folder = Path(args.work) / run.name
-    folder.mkdir(parents=True, exist_ok=True)
     export = _export(run, folder, args)
     bench = _bench(folder, args) if all(e["status"] == "ok" for e in export) else {}
     ort, lite = bench.get("onnxruntime", {}), bench.get("litert", {})
@@ -159,12 +151,21 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--output", required=True, help="report path without suffix (.md and .json)")
     args = ap.parse_args(argv)
     args.parity_data = args.parity_data or args.data
-    notes = Path(args.notes).read_text() if args.notes else ""
+    from benchmarks.bench import check_data
+
+    data_error = check_data(args.data)  # before any export: the report is about accuracy
+    if data_error:
+        print(f"seed_models: error: --data {args.data}: {data_error}", file=sys.stderr)
+        return 2
+    try:
+        notes = Path(args.notes).read_text() if args.notes else ""
+    except OSError as exc:
+        print(f"seed_models: error: --notes {args.notes}: {exc.strerror}", file=sys.stderr)
+        return 2
     try:
         if args.export_only:
             for run in args.runs:
                 _run_info(Path(run))
-                (Path(args.work) / Path(run).name).mkdir(parents=True, exist_ok=True)
                 print(Path(run).name, _export(Path(run), Path(args.work) / Path(run).name, args))
             return 0
         rows = [seed_row(Path(run), args) for run in args.runs]

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from edgefa.data.registry import create_dataset
+from edgefa.errors import EdgefaError
 from edgefa.evaluate import evaluate
 from edgefa.fileio import atomic_write_bytes, atomic_write_json, check_writable, with_ext
 from edgefa.metrics import BIN_NAMES
@@ -53,15 +54,24 @@ def row_for(spec: str, dataset, label: str, extra: dict) -> dict:
             "nme_bin_std": blk["bin_std"], "pose_mae": result.get("pose_mae"), **extra}
 
 
-def run_row(run: Path, dataset) -> dict:
-    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+def run_summary(run: Path) -> dict:
+    """What a training run's last.pt records: model, recipe, epochs, wall time, data, command."""
+    from edgefa.models.checkpoint import load_checkpoint
+
+    if not (run / "best.pt").is_file() or not (run / "last.pt").is_file():
+        raise EdgefaError(f"{run}: not a finished training run (needs best.pt and last.pt)")
+    state = load_checkpoint(run / "last.pt")  # one-line error for a broken file; tensors only
     history = state["history"]
     cfg = state["config"]
-    extra = {"epochs_done": state["epoch"], "epochs_planned": cfg["epochs"],
-             "train_seconds": history[-1]["seconds"], "best_val": state["best"],
-             "train_device": str(cfg["device"]), "recipe": cfg["name"], "git_commit": state.get("git_commit"),
-             "train_command": state.get("command")}
-    return row_for(str(run / "best.pt"), dataset, cfg["model"]["name"], extra)
+    return {"model": cfg["model"]["name"], "epochs_done": state["epoch"], "epochs_planned": cfg["epochs"],
+            "train_seconds": history[-1]["seconds"], "best_val": state["best"],
+            "train_device": str(cfg["device"]), "recipe": cfg["name"], "git_commit": state.get("git_commit"),
+            "train_command": state.get("command"), "train_data": cfg["data"]["train"]}
+
+
+def run_row(run: Path, dataset) -> dict:
+    extra = run_summary(run)
+    return row_for(str(run / "best.pt"), dataset, extra.pop("model"), {k: v for k, v in extra.items() if k != "train_data"})
 
 
 def to_markdown(rows: list[dict], facts: dict, command: str, data: str) -> str:

@@ -91,7 +91,6 @@ def _device(cfg: dict, rank: int, world: int) -> str:
     return "cpu"
 
 
-
 def _log_progress(epoch: int, epochs: int, step: int, steps: int, loss: float, lr: float, t0: float) -> None:
     every = max(1, steps // 10)
     if (step + 1) % every and step + 1 != steps:
@@ -99,6 +98,7 @@ def _log_progress(epoch: int, epochs: int, step: int, steps: int, loss: float, l
     per_step = (time.perf_counter() - t0) / (step + 1)
     print(f"epoch {epoch + 1}/{epochs} batch {step + 1}/{steps}: loss {loss:.3f}, lr {lr:.2e}, "
           f"{per_step:.2f} s/batch, epoch ETA {per_step * (steps - step - 1) / 60:.1f} min", flush=True)
+
 
 def train(cfg: dict, resume: str | None = None, progress: bool = True, command: str | None = None,
           model=None, face_model=None, epoch_hook=None) -> dict:

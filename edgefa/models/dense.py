@@ -50,9 +50,6 @@ class DenseRegressor(FaceRegressor):
         from edgefa.facemodel.fit import LandmarkFit3D
 
         self.fit = LandmarkFit3D(self.face_model, iterations=self.fit_iterations)
-        fm = self.face_model
-        self.register_buffer("param_mean", torch.as_tensor(fm.param_mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("param_std", torch.as_tensor(fm.param_std, dtype=torch.float32), persistent=False)
 
     def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         """(B, K, 3) points in crop pixels (x right, y down, z depth), ``dense_index`` order."""
@@ -61,8 +58,9 @@ class DenseRegressor(FaceRegressor):
     def params_from_points(self, points: torch.Tensor) -> torch.Tensor:
         """Whitened 62 params of the 3DMM fitted to the 68-point subset (no gradient: the points
         have their own loss)."""
-        raw = self.fit(points.detach().float().index_select(1, self.dense_lmk68))
-        return (raw - self.param_mean) / self.param_std
+        from edgefa.facemodel.geometry import whiten
+
+        return whiten(self.fit(points.detach().float().index_select(1, self.dense_lmk68)), self.face_model)
 
     def forward(self, x: torch.Tensor):
         points = self.forward_dense(x)
