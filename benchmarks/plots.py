@@ -61,7 +61,10 @@ def pareto_plot(rows: list[dict], latency_key: str) -> bytes | None:
     ax = fig.add_subplot()
     markers = {"torch": "s", "onnxruntime": "o", "litert": "^", "coreml": "D"}
     models = list(dict.fromkeys(r["model"] for _, _, r in pts))
-    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if len(models) <= 10 else "tab20"].colors  # no colour shared by two models
+    colors = {m: palette[i % len(palette)] for i, m in enumerate(models)}
     for x, y, r in pts:
         ax.scatter(x, y, marker=markers.get(r["runtime"], "o"), color=colors[r["model"]], s=36, zorder=3,
                    edgecolors="black" if r["peer"] else "none", linewidths=0.6)

@@ -1,5 +1,6 @@
 """``edgefa report RUN_DIR... -o reports/NAME``: Markdown, CSV, JSON and a self-contained HTML page
-from one or more ``edgefa bench`` runs (the first run is the baseline the others are compared with).
+from one or more ``edgefa bench`` runs. The first run is the baseline the others are compared with where
+they bench the same files; the figures draw every run's rows (a run of new models joins the old ones).
 """
 from __future__ import annotations
 
@@ -63,20 +64,26 @@ def _labelled(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def figures(record: dict, rows: list[dict]) -> dict[str, bytes]:
-    threads = record["settings"]["threads"]
-    curves = []
-    for t, r in zip(record["targets"], rows):
+def figures(runs: list[dict], rows_by_run: list[tuple[str, list[dict]]]) -> dict[str, bytes]:
+    """Figures over every run's rows; a label benched in several runs (the peers) is drawn once, from
+    the newest run, so a report that adds a run of new models keeps the earlier models in its plots."""
+    threads = runs[-1]["settings"]["threads"]
+    picked: dict[str, tuple[dict, dict, dict]] = {}
+    for record, (_, rows) in zip(runs, rows_by_run):
+        for t, r in zip(record["targets"], rows):
+            picked.pop(r["label"], None)  # re-insert: the newest run's row, in its run's order
+            picked[r["label"]] = (record, t, r)
+    curves, overlays = [], []
+    for record, t, r in picked.values():
         acc = t.get("accuracy") or {}
         block = acc.get("nme") if acc.get("status") == "ok" else None
         if block and "ced" in block:
             curves.append((r["label"], block["ced"]))
-    overlays = []
-    for t, r in zip(record["targets"], rows):
         path = Path(record["dir"]) / "overlays" / f"{slug(t['name'])}.npz"
         if r.get("nme_mean") is not None and path.is_file() and len(overlays) < MAX_OVERLAY_ROWS:
             with np.load(path, allow_pickle=False) as z:  # arrays only: never unpickle
                 overlays.append((r["label"], {k: z[k] for k in z.files}))
+    rows = [r for _, _, r in picked.values()]
     figs = {"ced": plots.ced_plot(curves), "pareto": plots.pareto_plot(rows, f"p50_{threads[0]}t"),
             "bins": plots.bins_plot(rows), "overlays": plots.overlay_sheet(overlays)}
     return {k: v for k, v in figs.items() if v}
@@ -120,7 +127,7 @@ def markdown(title: str, runs: list[dict], figs: dict[str, str], deltas: list[tu
               "p50 over the 3DDFA-V2 mb05 peer's file of the same format and precision (fp32 when that precision "
               "is missing) in the same run.", ""]
     for name, d in deltas:
-        lines += comparison_markdown(name, d)
+        lines += comparison_markdown(name, d) if d else []  # runs of different files: nothing to compare
     for key, caption in (("pareto", "Accuracy vs latency"), ("ced", "CED curves"), ("bins", "NME per yaw bin"),
                          ("overlays", "Landmark overlays (best, median, worst face per model)")):
         if key in figs:
@@ -147,6 +154,8 @@ def html_page(title: str, runs: list[dict], rows_by_run, pngs: dict[str, bytes],
             parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
     for name, d in deltas:
+        if not d:
+            continue
         parts.append(f"<h2>Compared with {esc(name)}</h2><pre>{esc(chr(10).join(comparison_markdown(name, d)[2:]))}</pre>")
     for key, png in pngs.items():
         parts.append(f"<h2>{esc(key)}</h2><img alt='{key}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
@@ -169,7 +178,7 @@ def write_report(run_dirs: list[str], output: str | Path, title: str | None = No
         preface += [*Path(notes).read_text().strip().splitlines(), ""]
     rows_by_run = [(rec["dir"], _labelled(flat_rows(rec))) for rec in runs]
     deltas = [(rec["dir"], compare(runs[0], rec)) for rec in runs[1:]]
-    pngs = figures(runs[-1], rows_by_run[-1][1])  # figures of the newest run
+    pngs = figures(runs, rows_by_run)
     written = []
     fig_names = {}
     for key, png in pngs.items():

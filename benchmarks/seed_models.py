@@ -1,12 +1,14 @@
 """The papers' architectures trained on real data, beside the numbers their papers give:
 ``reports/seed-models.md``. For each training run: its best checkpoint exported (ONNX + TFLite fp32,
-``--postprocess``, parity-gated on real crops), the ONNX file run on AFLW2000-3D by ``edgefa bench``
-(accuracy of the artifact, ORT 1-thread latency), the TFLite file timed in LiteRT.
+``--postprocess``, parity-gated on real crops), then every run's files in one ``edgefa bench`` (ONNX
+Runtime and LiteRT, each file run on AFLW2000-3D, the peers beside them). The report takes accuracy
+from the ONNX file and 1-thread latency from both; the bench record (--work/bench) is also a run for
+``edgefa report`` (reports/benchmark).
 
     python benchmarks/seed_models.py runs/mobile-frnet-cpu runs/query-decoder-cpu ... \\
         --data aflw2000-3d:../shared/data/aflw2000-3d -o reports/seed-models --notes benchmarks/notes/seed-models.md
 
-Files and bench records go under --work (default runs/seed-models/<run name>); a run whose exported
+Files go under --work (default runs/seed-models/<run name>); a run whose exported
 files exist is not exported again (``--reexport`` to redo).
 """
 from __future__ import annotations
@@ -77,30 +79,25 @@ def _export(run: Path, folder: Path, args) -> list[dict]:
     return out
 
 
-def _bench(folder: Path, args) -> dict:
+def bench_all(folders: list[Path], args, command: str) -> dict[tuple[str, str], dict]:
+    """One ``edgefa bench`` over every run's files (ONNX Runtime and LiteRT, accuracy on --data, the
+    peers beside them) into --work/bench: the record ``edgefa report`` adds to reports/benchmark as a
+    run. Returns the rows by (run name, runtime)."""
     from benchmarks.bench import run_bench
     from benchmarks.tables import flat_rows
 
-    files = folder / "files"
-    rows = {}
-    for runtime, data in (("onnxruntime", args.data), ("litert", None)):
-        record, _ = run_bench([str(files)], folder / f"bench-{runtime}", runtimes=runtime, threads="1",
-                              warmup=20, min_time=args.min_time, data=data, progress=False)
-        for r in flat_rows(record):
-            rows[runtime] = r
-    return rows
+    record, _ = run_bench([str(f / "files") for f in folders], Path(args.work) / "bench",
+                          runtimes="onnxruntime,litert", threads=args.threads, warmup=20, min_time=args.min_time,
+                          data=args.data, peers=True, progress=False, command=command)
+    return {(Path(r["name"]).stem, r["runtime"]): r for r in flat_rows(record) if not r["peer"]}
 
 
-def seed_row(run: Path, args) -> dict:
-    info = _run_info(run)
-    folder = Path(args.work) / run.name
-    export = _export(run, folder, args)
-    bench = _bench(folder, args) if all(e["status"] == "ok" for e in export) else {}
-    ort, lite = bench.get("onnxruntime", {}), bench.get("litert", {})
+def seed_row(run: Path, info: dict, export: list[dict], bench: dict) -> dict:
+    ort, lite = bench.get((run.name, "onnxruntime"), {}), bench.get((run.name, "litert"), {})
     return {**info, "export": export, "params_m": ort.get("params_m"), "gmacs": (ort.get("macs_m") or 0) / 1e3 or None,
             "bins": [ort.get(b) for b in BINS], "nme_mean": ort.get("nme_mean"), "nme_plain": ort.get("nme_plain"),
-            "pose_mae": ort.get("pose_mae"), "ort_p50_1t": ort.get("p50_1t"), "litert_p50_1t": lite.get("p50_1t"),
-            "paper": PAPERS.get(info["model"])}
+            "pose_mae": ort.get("pose_mae"), "litert_nme": lite.get("nme_mean"), "ort_p50_1t": ort.get("p50_1t"),
+            "litert_p50_1t": lite.get("p50_1t"), "paper": PAPERS.get(info["model"])}
 
 
 def _f(v, spec=".3f"):
@@ -113,7 +110,9 @@ def markdown(rows: list[dict], notes: str, command: str, data: str) -> str:
              f"Accuracy: the exported ONNX fp32 file (with in-graph post-processing) run by `edgefa bench` on "
              f"`{data}` (NME %, 68 points, sqrt(w*h) of the ground-truth box; pose MAE mean of yaw/pitch/roll in "
              "degrees). Latency: p50 at batch 1, 1 thread, after 20 warm-up calls. Parity: the export gate on "
-             f"real crops (fp32: max landmark difference in crop pixels vs PyTorch).", "",
+             f"real crops (fp32: max landmark difference in crop pixels vs PyTorch). The same bench ran the TFLite "
+             f"files on the same faces: their NME, 2-thread latency and the peers beside them are in "
+             f"`reports/benchmark.md` (its last run).", "",
              "| model | source | params (M) | GMACs | " + " | ".join(BINS) + " | balanced | pose MAE | "
              "ORT p50 1t (ms) | LiteRT p50 1t (ms) | parity ONNX / TFLite (px) | epochs | train time |",
              "|" + "---|" * 14]
@@ -144,6 +143,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parity-data", default=None, help="crops for the export parity gate (default: --data,n=32)")
     ap.add_argument("--parity-n", type=int, default=32)
     ap.add_argument("--min-time", type=float, default=3.0)
+    ap.add_argument("--threads", default="1,2", help="thread counts of the bench (the report shows 1 thread)")
     ap.add_argument("--work", default="runs/seed-models")
     ap.add_argument("--reexport", action="store_true")
     ap.add_argument("--export-only", action="store_true", help="export (and gate) only; bench on a quiet machine later")
@@ -168,11 +168,16 @@ def main(argv=None) -> int:
                 _run_info(Path(run))
                 print(Path(run).name, _export(Path(run), Path(args.work) / Path(run).name, args))
             return 0
-        rows = [seed_row(Path(run), args) for run in args.runs]
+        command = script_command(argv)
+        runs = [Path(run) for run in args.runs]
+        infos = {run: _run_info(run) for run in runs}  # a broken run fails before any export
+        exports = {run: _export(run, Path(args.work) / run.name, args) for run in runs}
+        passed = [Path(args.work) / run.name for run in runs if all(e["status"] == "ok" for e in exports[run])]
+        bench = bench_all(passed, args, command) if passed else {}
+        rows = [seed_row(run, infos[run], exports[run], bench) for run in runs]
     except EdgefaError as exc:
         print(f"seed_models: error: {exc}", file=sys.stderr)
         return 2
-    command = script_command(argv)
     record = {"command": command, "machine": machine_line(), "versions": versions_line(), "data": args.data,
               "rows": rows}
     print(f"wrote {write_md_json(args.output, record, markdown(rows, notes, command, args.data))} and .json")

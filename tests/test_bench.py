@@ -132,6 +132,24 @@ def test_cli_report_writes_every_format_and_compares_runs(exported, tmp_path, ca
     assert "no bench.json" in capsys.readouterr().err
 
 
+def test_report_of_runs_of_different_files_draws_them_all_and_compares_nothing(exported, tmp_path, monkeypatch):
+    from benchmarks import plots
+
+    _, ckpt, files = exported
+    onnx = next(f for f in files if f.endswith(".onnx"))
+    for run, target in (("old", onnx), ("new", str(ckpt))):
+        assert main(["bench", target, "--runs", "3", "--warmup", "1", "--data", "synthetic:seed=3,n=6", "--quiet",
+                     "-o", str(tmp_path / run)]) == 0
+    drawn = []
+    real_pareto = plots.pareto_plot
+    monkeypatch.setattr(plots, "pareto_plot", lambda rows, key: drawn.append([r["label"] for r in rows])
+                        or real_pareto(rows, key))
+    assert main(["report", str(tmp_path / "old"), str(tmp_path / "new"), "-o", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep.md").read_text()
+    assert "## Run 1:" in md and "## Run 2:" in md and "Compared with" not in md
+    assert len(drawn) == 1 and len(drawn[0]) == 2 and len(set(drawn[0])) == 2  # the old run's file is drawn too
+
+
 def test_peer_ratio_uses_the_peer_file_of_the_same_format():
     target = lambda name, fmt, prec, p50, peer=False: {  # noqa: E731
         "name": name, "kind": "file", "runtime": "onnxruntime", "peer": peer, "status": "ok", "note": "",
