@@ -1,4 +1,5 @@
 import json
+import shlex
 
 import pytest
 import torch
@@ -187,12 +188,14 @@ def test_paper_step_schedule_and_cosine():
 def test_training_report_from_a_run(tmp_path):
     from training.report import main as report_main
 
-    assert main(_tiny(tmp_path, "epochs=1", "data.train=synthetic:seed=0,n=16")) == 0
+    listed = 'data.train=["synthetic:seed=0,n=16"]'  # quotes and brackets: the command must paste back
+    assert main(_tiny(tmp_path, "epochs=1", listed)) == 0
     out = tmp_path / "rep" / "training"
     assert report_main([str(tmp_path / "run"), "--data", "synthetic:seed=5,n=8", "-o", str(out)]) == 0
     data = json.loads(out.with_suffix(".json").read_text())
     row = data["rows"][0]
     assert row["model"] == "mobilenetv3_small_100" and row["epochs_done"] == 1
     assert row["params"] > 1e6 and row["macs"] > 1e7 and row["train_command"].startswith("edgefa train --config")
+    assert listed in shlex.split(row["train_command"])
     md = out.with_suffix(".md").read_text()
     assert "| mobilenetv3_small_100 |" in md and "python -m training.report" in md

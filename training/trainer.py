@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import shlex
 import time
 from pathlib import Path
 
@@ -231,7 +232,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
 
 def train_from_cli(config_path: str, overrides: list[str], resume: str | None = None, quiet: bool = False) -> int:
     cfg = load_config(config_path, overrides)
-    command = "edgefa train --config " + " ".join([config_path, *overrides] + (["--resume", resume] if resume else []))
+    # shell-quoted, so the recorded command pastes back as it ran (overrides may hold quotes and brackets)
+    command = shlex.join(["edgefa", "train", "--config", config_path, *overrides] + (["--resume", resume] if resume else []))
     summary = train(cfg, resume=resume, progress=not quiet, command=command)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"best_val_nme": round(summary["best_val_nme"], 4), "output": summary["output"]}))
