@@ -199,3 +199,27 @@ def test_training_report_from_a_run(tmp_path):
     assert listed in shlex.split(row["train_command"])
     md = out.with_suffix(".md").read_text()
     assert "| mobilenetv3_small_100 |" in md and "python -m training.report" in md
+
+    # a later report carries this row over (its run gone) and marks it; a re-evaluated run replaces it
+    later = tmp_path / "rep" / "later"
+    assert report_main(["--previous", str(out.with_suffix(".json")), "--data", "synthetic:seed=5,n=8",
+                        "-o", str(later)]) == 0
+    kept = json.loads(later.with_suffix(".json").read_text())["rows"]
+    assert [r["nme_balanced"] for r in kept] == [row["nme_balanced"]]
+    assert kept[0]["carried_from"] == str(out.with_suffix(".json")) and kept[0]["evaluated_by"] == data["command"]
+    assert "| mobilenetv3_small_100 † |" in later.with_suffix(".md").read_text()
+    assert report_main([str(tmp_path / "run"), "--previous", str(later.with_suffix(".json")),
+                        "--data", "synthetic:seed=5,n=8", "-o", str(later)]) == 0
+    again = json.loads(later.with_suffix(".json").read_text())["rows"]
+    assert len(again) == 1 and "carried_from" not in again[0]
+
+
+def test_training_report_bad_previous_is_one_line(tmp_path, capsys):
+    from training.report import main as report_main
+
+    bad = tmp_path / "old.json"
+    bad.write_text('{"rows": []}')
+    assert report_main(["--previous", str(bad), "--data", "synthetic:n=2", "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad) in err and "not a training report JSON" in err
+    assert not (tmp_path / "r.md").exists()

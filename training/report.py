@@ -4,7 +4,9 @@
         --data aflw2000-3d:PATH -o reports/training
 
 Writes ``OUT.md`` and ``OUT.json``: params, MACs, NME per yaw bin, balanced and plain mean, pose
-MAE, epochs, training wall time and the hardware/versions of this evaluation.
+MAE, epochs, training wall time and the hardware/versions of this evaluation. ``--previous OUT.json``
+keeps an earlier report's rows for runs not given (their checkpoints gone), marked with the command
+and machine that measured them; a run given again is re-evaluated and replaces its old row.
 """
 from __future__ import annotations
 
@@ -74,6 +76,25 @@ def run_row(run: Path, dataset) -> dict:
     return row_for(str(run / "best.pt"), dataset, extra.pop("model"), {k: v for k, v in extra.items() if k != "train_data"})
 
 
+def load_previous(previous: Path) -> list[dict]:
+    """The trained-run rows of an earlier report, each marked with where it came from, to carry over
+    the runs that are not here to re-evaluate (e.g. their checkpoints did not survive the machine)."""
+    try:
+        old = json.loads(previous.read_text())
+        rows, command, machine = old["rows"], old["command"], old["machine"]
+        return [{"evaluated_by": command, "evaluated_on": machine, **r, "carried_from": str(previous)}
+                for r in rows if "epochs_done" in r]  # the peer is always re-evaluated
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EdgefaError(f"--previous {previous}: not a training report JSON ({exc})") from None
+
+
+def merge_rows(carried: list[dict], fresh: list[dict]) -> list[dict]:
+    """Carried rows first, as measured, except where a run of the same recipe was re-evaluated now."""
+    key = lambda r: r.get("recipe", r["model"])  # noqa: E731
+    fresh_keys = {key(r) for r in fresh}
+    return [r for r in carried if key(r) not in fresh_keys] + fresh
+
+
 def to_markdown(rows: list[dict], facts: dict, command: str, data: str) -> str:
     head = ("| model | params (M) | MACs (M) | " + " | ".join(BIN_NAMES) +
             " | balanced | plain | yaw | pitch | roll | pose mean | epochs | train time |")
@@ -82,34 +103,53 @@ def to_markdown(rows: list[dict], facts: dict, command: str, data: str) -> str:
         p = r["pose_mae"] or {}
         epochs = f"{r['epochs_done']}/{r['epochs_planned']}" if "epochs_done" in r else "peer"
         t = f"{r['train_seconds'] / 60:.0f} min" if "train_seconds" in r else ""
-        lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
+        mark = " †" if r.get("carried_from") else ""
+        lines.append(f"| {r['model']}{mark} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
                      + " | ".join(f"{r['nme_bins'][b]:.3f}" for b in BIN_NAMES)
                      + f" | **{r['nme_balanced']:.3f}** | {r['nme_plain']:.3f} | {p.get('yaw', float('nan')):.2f}"
                        f" | {p.get('pitch', float('nan')):.2f} | {p.get('roll', float('nan')):.2f} | "
                        f"{p.get('mean', float('nan')):.2f} | {epochs} | {t} |")
     facts_md = ", ".join(f"{k} {v}" for k, v in facts.items())
     trained = [f"- {r['model']}: `{r['train_command']}`" for r in rows if r.get("train_command")]
+    carried = {r["evaluated_by"]: r["evaluated_on"] for r in rows if r.get("carried_from")}
+    carried_md = "".join(
+        f"\n† carried unchanged from an earlier evaluation (its run directory is not on this machine): "
+        f"`{cmd}` on {', '.join(f'{k} {v}' for k, v in on.items())}.\n" for cmd, on in carried.items())
     return (f"Evaluated on `{data}` with edgefa's AFLW2000-3D evaluator (NME %, 68 points, 2D, "
             f"sqrt(w*h) of the ground-truth box; pose MAE in degrees over faces with |yaw| <= 99).\n\n"
-            f"Command: `{command}`\n\nEvaluation machine: {facts_md}.\n\n" + "\n".join(lines) + "\n"
+            f"Command: `{command}`\n\nEvaluation machine: {facts_md}.\n\n" + "\n".join(lines) + "\n" + carried_md
             + ("\nTrained with:\n" + "\n".join(trained) + "\n" if trained else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate training runs on AFLW2000-3D beside the peer.")
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--data", required=True)
     parser.add_argument("--peer", help="a peer model spec evaluated the same way, e.g. 3ddfa-v2-mb05:PATH")
     parser.add_argument("-o", "--out", required=True, help="output path without suffix")
     parser.add_argument("--notes", type=Path, help="Markdown put above the table (status, how the runs were made)")
+    parser.add_argument("--previous", type=Path,
+                        help="an earlier report's JSON: its rows for runs not given here are carried over, marked")
     args = parser.parse_args(argv)
+    if not args.runs and not args.previous:
+        parser.error("give training run directories, --previous REPORT.json, or both")
     if args.notes and not args.notes.is_file():
         parser.error(f"--notes {args.notes}: file not found")
+    try:
+        return _write(args, argv)
+    except EdgefaError as exc:
+        print(f"training.report: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _write(args, argv) -> int:
     out = Path(args.out)
     check_writable(with_ext(out, ".md"), "report")
+    carried = load_previous(args.previous) if args.previous else []
     dataset = create_dataset(args.data)
     rows = [row_for(args.peer, dataset, "3DDFA-V2 mb05 (peer)", {})] if args.peer else []
-    rows += [run_row(run, dataset) for run in args.runs]
+    fresh = [run_row(run, dataset) for run in args.runs]
+    rows += merge_rows(carried, fresh)
     facts = machine_facts()
     command = "python -m training.report " + " ".join(sys.argv[1:] if argv is None else argv)
     atomic_write_json(with_ext(out, ".json"), {"command": command, "machine": facts, "data": args.data,
