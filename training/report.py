@@ -76,16 +76,27 @@ def run_row(run: Path, dataset) -> dict:
     return row_for(str(run / "best.pt"), dataset, extra.pop("model"), {k: v for k, v in extra.items() if k != "train_data"})
 
 
+ROW_KEYS = ("model", "params", "macs", "nme_bins", "nme_balanced", "nme_plain", "pose_mae",
+            "epochs_done", "epochs_planned")  # what a carried row needs to be shown again
+
+
 def load_previous(previous: Path) -> list[dict]:
     """The trained-run rows of an earlier report, each marked with where it came from, to carry over
     the runs that are not here to re-evaluate (e.g. their checkpoints did not survive the machine)."""
+    if not previous.is_file():
+        raise EdgefaError(f"--previous {previous}: file not found")
     try:
         old = json.loads(previous.read_text())
         rows, command, machine = old["rows"], old["command"], old["machine"]
-        return [{"evaluated_by": command, "evaluated_on": machine, **r, "carried_from": str(previous)}
-                for r in rows if "epochs_done" in r]  # the peer is always re-evaluated
+        carried = [{"evaluated_by": command, "evaluated_on": machine, **r, "carried_from": str(previous)}
+                   for r in rows if "epochs_done" in r]  # the peer is always re-evaluated
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EdgefaError(f"--previous {previous}: not a training report JSON ({exc})") from None
+    for i, row in enumerate(carried):
+        missing = [k for k in ROW_KEYS if k not in row]
+        if missing:
+            raise EdgefaError(f"--previous {previous}: row {i} lacks {', '.join(missing)}")
+    return carried
 
 
 def merge_rows(carried: list[dict], fresh: list[dict]) -> list[dict]:
@@ -152,10 +163,11 @@ def _write(args, argv) -> int:
     rows += merge_rows(carried, fresh)
     facts = machine_facts()
     command = "python -m training.report " + " ".join(sys.argv[1:] if argv is None else argv)
+    notes = args.notes.read_text().strip() + "\n\n" if args.notes else ""
+    markdown = notes + to_markdown(rows, facts, command, args.data)  # before writing: no half report
     atomic_write_json(with_ext(out, ".json"), {"command": command, "machine": facts, "data": args.data,
                                                  "rows": rows})
-    notes = args.notes.read_text().strip() + "\n\n" if args.notes else ""
-    atomic_write_bytes(with_ext(out, ".md"), (notes + to_markdown(rows, facts, command, args.data)).encode())
+    atomic_write_bytes(with_ext(out, ".md"), markdown.encode())
     print(json.dumps([{k: r[k] for k in ("model", "nme_balanced")} for r in rows]))
     return 0
 
