@@ -24,6 +24,20 @@ def fill_shared(value):
     return str(value).replace("{shared}", str(shared_root()))
 
 
+def unfill_shared(value):
+    """The inverse of ``fill_shared``: the shared folder's path -> ``{shared}`` where a spec names it
+    (``KIND:PATH,...``, ``PATH``), so a spec recorded in a checkpoint still resolves on a machine whose
+    shared data lives elsewhere (trained on an upload to a GPU box, compressed on a laptop)."""
+    import re
+
+    if not value:
+        return value
+    if isinstance(value, list):
+        return [unfill_shared(v) for v in value]
+    root = re.escape(str(shared_root()))
+    return re.sub(rf"(^|:){root}(?=/|,|$)", lambda m: m.group(1) + "{shared}", str(value))
+
+
 def find_bfm68(explicit: str | Path | None = None, near: Path | None = None) -> Path:
     """The bfm68 folder: an explicit path, ``$EDGEFA_BFM68``, or the shared layout."""
     if explicit:

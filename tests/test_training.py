@@ -29,6 +29,25 @@ def test_bad_overrides(override, message):
         load_config(QUICK, [override])
 
 
+def test_checkpoint_config_names_the_shared_folder_so_another_machine_resolves_it(tmp_path, monkeypatch):
+    from quantization.config import load_compression_config
+    from training.config import portable_config
+
+    specs = ['data.train=["aflw-train:{shared}/data/aflw-train,split=train", "synthetic:seed=0,n=4"]',
+             "teacher=3ddfa-v2-mb05:{shared}/peers/3ddfa_v2_mb05/mb05_120x120.pth"]
+    monkeypatch.setenv("EDGEFA_SHARED", str(tmp_path / "gpu-box"))  # trained on an upload
+    cfg = load_config(QUICK, specs)
+    assert cfg["data"]["train"][0] == f"aflw-train:{tmp_path}/gpu-box/data/aflw-train,split=train"
+    saved = portable_config(cfg)
+    assert saved["data"]["train"] == ["aflw-train:{shared}/data/aflw-train,split=train", "synthetic:seed=0,n=4"]
+    assert saved["teacher"] == "3ddfa-v2-mb05:{shared}/peers/3ddfa_v2_mb05/mb05_120x120.pth"
+    assert cfg["data"]["train"][0].startswith("aflw-train:/")  # the run's own config is untouched
+    monkeypatch.setenv("EDGEFA_SHARED", str(tmp_path / "laptop"))  # pruned / QAT'd elsewhere
+    stage = load_compression_config(None, source_config=saved)
+    assert stage["data"]["train"][0] == f"aflw-train:{tmp_path}/laptop/data/aflw-train,split=train"
+    assert stage["teacher"] == f"3ddfa-v2-mb05:{tmp_path}/laptop/peers/3ddfa_v2_mb05/mb05_120x120.pth"
+
+
 def test_bad_config_files(tmp_path):
     with pytest.raises(EdgefaError, match="config not found"):
         load_config(tmp_path / "none.yaml")

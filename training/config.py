@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from edgefa.errors import EdgefaError, closest
-from edgefa.paths import fill_shared
+from edgefa.paths import fill_shared, unfill_shared
 
 # Every valid key, with its default; a recipe or override naming another key is an error.
 DEFAULTS = {
@@ -107,3 +107,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
         config["data"][key] = fill_shared(config["data"][key])
     config["teacher"] = fill_shared(config["teacher"])
     return config
+
+
+def portable_config(config: dict) -> dict:
+    """The config as a checkpoint records it: the shared data folder written ``{shared}`` again, so
+    ``edgefa prune`` / ``qat`` inherit specs that resolve where they run (``$EDGEFA_SHARED``)."""
+    out = copy.deepcopy(config)
+    for key in ("train", "val"):
+        out["data"][key] = unfill_shared(out["data"][key])
+    out["teacher"] = unfill_shared(out["teacher"])
+    return out

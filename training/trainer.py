@@ -28,7 +28,7 @@ from edgefa.fileio import atomic_write_json, check_writable
 from edgefa.models.checkpoint import load_checkpoint, save_checkpoint
 from edgefa.models.registry import create_model
 from edgefa.predictor import TorchPredictor, to_model_input
-from training.config import load_config
+from training.config import load_config, portable_config
 from training.data import CachedDataset, build_train_set
 from training.objectives import loss_terms
 from training.pcgrad import PCGrad
@@ -212,7 +212,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
                             "seconds": round(time.perf_counter() - t0, 1)})
             print(f"epoch {epoch + 1}: val NME {metric:.3f} % (balanced), "
                   + " ".join(f"{b} {v:.3f}" for b, v in block["bins"].items()), flush=True)
-            extra = {"config": cfg, "command": command, "epoch": epoch + 1, "history": history,
+            extra = {"config": portable_config(cfg), "command": command, "epoch": epoch + 1, "history": history,
                      "metrics": {k: v for k, v in block.items() if k not in ("per_face", "ced")}}
             if metric < best:
                 best = metric

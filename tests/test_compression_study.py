@@ -1,0 +1,130 @@
+"""The compression study script (``benchmarks/compression.py``, behind ``reports/compression.md``): a
+subset of its stages, a variant study compared with the float of another study of the same source,
+and an earlier report's studies carried with the command and machine that measured them. Tiny: 64 px,
+synthetic crops, ONNX only, one fine-tune epoch."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.compression import main as study
+from edgefa.models.checkpoint import save_checkpoint
+from edgefa.models.registry import create_model
+
+pytest.importorskip("torch_pruning")
+
+TINY_DATA = ["data.train=synthetic:seed=0,n=16", "data.val=synthetic:seed=1,n=8", "data.cache=false",
+             "batch_size=8", "augment=false"]
+RUN = ["--formats", "onnx", "--calib-data", "synthetic:seed=2,n=16", "--calib-n", "8", "--parity-data",
+       "synthetic:seed=3,n=8", "--parity-n", "8", "--workers", "0", "--finetune-epochs", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    from edgefa.facemodel.synthetic import synthetic_face_model
+
+    torch.manual_seed(0)
+    model = create_model("mobilenetv3_small_100", input_size=64)
+    torch.nn.init.normal_(model.net.get_classifier().weight, std=0.05)  # outputs that vary per crop
+    path = tmp_path_factory.mktemp("src") / "best.pt"
+    save_checkpoint(path, model.eval(), synthetic_face_model(),
+                    config={"face_model": "synthetic", "data": {"train": "synthetic:seed=0,n=16"}})
+    return path
+
+
+def _previous(tmp_path):
+    row = {"variant": "float", "what": "trained float model", "file": "old-float.onnx", "format": "onnx",
+           "precision": "fp32", "params_m": 1.0, "macs_m": 10.0, "size_mb": 4.0, "nme_mean": 5.0, "delta": 0.0,
+           "study": "old"}
+    path = tmp_path / "previous.json"
+    path.write_text(json.dumps({"command": "python benchmarks/compression.py report old",
+                                "machine": {"cpu": "Old CPU", "cores": 2, "os": "Linux"},
+                                "studies": [{"run": "runs/gone", "rows": [row]}]}))
+    return path
+
+
+def test_stage_subset_variant_study_and_carried_report(source, tmp_path, capsys):
+    base, taylor = tmp_path / "base", tmp_path / "taylor"
+    assert study(["run", "--source", str(source), "-o", str(base), "--name", "tiny", "--stages", "float,p50",
+                  *RUN, *TINY_DATA]) == 0
+    assert sorted(p.name for p in (base / "files").iterdir()) == ["float", "p50", "p50-ft"]
+    assert study(["run", "--source", str(source), "-o", str(taylor), "--name", "tiny-taylor", "--stages", "p50",
+                  "--method", "taylor", *RUN, *TINY_DATA, "prune.taylor_crops=8"]) == 0
+    assert json.loads((taylor / "study.json").read_text())["settings"]["method"] == "taylor"
+
+    out = tmp_path / "report"
+    assert study(["report", str(base), str(taylor), "-o", str(out), "--data", "synthetic:seed=4,n=8",
+                  "--warmup", "1", "--min-time", "0.05", "--previous", str(_previous(tmp_path)), "--quiet"]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert [s["label"] for s in record["studies"]] == ["old", "tiny", "tiny-taylor"]
+    old, tiny, tay = record["studies"]
+    assert old["carried"] and old["rows"][0]["nme_mean"] == 5.0  # carried as measured, not re-benched
+    float_nme = next(r["nme_mean"] for r in tiny["rows"] if r["variant"] == "float")
+    assert {r["variant"] for r in tay["rows"]} == {"p50", "p50-ft"}
+    for r in tay["rows"]:  # the variant study has no float of its own: it is compared with tiny's
+        assert r["delta_vs"] == "tiny" and r["delta"] == pytest.approx(r["nme_mean"] - float_nme)
+    text = out.with_suffix(".md").read_text()
+    assert "## old † (source `?`)" in text and "Old CPU" in text
+    assert "Δ vs float: the float files of `tiny`" in text and "--method taylor" in text
+
+
+def test_resumed_study_with_other_settings_and_bad_input_are_one_line(source, tmp_path, capsys):
+    run = tmp_path / "s"
+    run.mkdir()
+    (run / "study.json").write_text(json.dumps({"source": str(source), "label": "s", "stages": {},
+                                                "settings": {"method": "magnitude"}}))
+    cases = [
+        (["run", "--source", str(source), "-o", str(run), "--stages", "p50", *RUN], "holds a study with other settings"),
+        (["run", "--source", str(source), "-o", str(tmp_path / "t"), "--stages", "p5O"], "did you mean 'p50'"),
+        (["run", "--source", str(source), "-o", str(tmp_path / "t"), "--stages", "p50-ft-qat"], "add p50"),
+        (["run", "--source", str(tmp_path / "none.pt"), "-o", str(tmp_path / "t")], "none.pt: file not found"),
+        (["report", str(run), "--previous", str(tmp_path / "none.json")], "none.json: file not found"),
+    ]
+    for args, message in cases:
+        assert study(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "t").exists()  # nothing left behind
+
+
+def test_train_only_run_then_the_same_study_exports_without_training_again(source, tmp_path):
+    # the GPU half (training stages, no converters there) and the CPU half (exports) of one study
+    run = tmp_path / "s"
+    assert study(["run", "--source", str(source), "-o", str(run), "--name", "t", "--stages", "p50", "--train-only",
+                  *RUN, *TINY_DATA]) == 0
+    log = json.loads((run / "study.json").read_text())
+    assert set(log["stages"]) == {"p50"} and not (run / "files").exists()
+    trained = (run / "p50" / "finetune" / "best.pt").stat().st_mtime_ns
+    assert study(["run", "--source", str(source), "-o", str(run), "--name", "t", "--stages", "float,p50",
+                  *RUN, *TINY_DATA]) == 0
+    log = json.loads((run / "study.json").read_text())
+    assert (run / "p50" / "finetune" / "best.pt").stat().st_mtime_ns == trained  # not trained again
+    assert {"export float", "export p50", "export p50-ft"} <= set(log["stages"])
+    assert sorted(p.name for p in (run / "files").iterdir()) == ["float", "p50", "p50-ft"]
+    assert len(log["commands"]) == 2 and "--train-only" in log["commands"][0] and "--train-only" not in log["commands"][1]
+    assert log["stages"]["p50"]["on"]  # the machine each stage ran on, for its time
+
+
+def test_a_file_that_fails_its_gate_is_a_failed_row_and_a_rerun_retries_it(source, tmp_path, capsys, monkeypatch):
+    import converters.export
+    from benchmarks.compression import _section, study_rows
+
+    run = tmp_path / "s"
+    real_gate = converters.export.gate
+    monkeypatch.setattr(converters.export, "gate", lambda parity, precision: (False, "forced by the test"))
+    assert study(["run", "--source", str(source), "-o", str(run), "--name", "t", "--stages", "float", *RUN]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "float onnx fp32: forced by the test" in err and len(err.splitlines()) == 1
+    assert not list((run / "files" / "float").glob("*.onnx"))  # kept out
+    rows = study_rows(run, {"settings": {"threads": [1]}, "targets": []})
+    assert [(r["variant"], r["format"], r["failed"]) for r in rows] == [("float", "onnx", "forced by the test")]
+    text = "\n".join(_section({"label": "t", "source": str(source), "stages": {}, "run_commands": ["x"],
+                               "rows": [{**rows[0], "delta": None}]}))
+    assert "✗ not written: forced by the test" in text
+
+    monkeypatch.setattr(converters.export, "gate", real_gate)
+    assert study(["run", "--source", str(source), "-o", str(run), "--name", "t", "--stages", "float", *RUN]) == 0
+    assert list((run / "files" / "float").glob("*.onnx"))
+    assert "failed" not in json.loads((run / "study.json").read_text())["stages"]["export float"]
