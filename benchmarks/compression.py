@@ -98,6 +98,19 @@ def _export(checkpoint: Path, variant: str, label: str, run: Path, args) -> list
     return [{"format": r.format, "precision": r.precision, "reason": r.reason} for r in rows if r.status != "ok"]
 
 
+def read_study(path: Path) -> dict:
+    """A study folder's ``study.json``; a missing or broken one is one line naming it."""
+    try:
+        log = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EdgefaError(f"{path.parent}: no study.json (run `python benchmarks/compression.py run` first)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgefaError(f"{path}: not a study.json ({exc})") from None
+    if not isinstance(log, dict) or not isinstance(log.get("stages"), dict):
+        raise EdgefaError(f"{path}: not a study.json (no 'stages' mapping)")
+    return log
+
+
 def _where() -> str:
     """The machine a stage ran on (stage times from a GPU and a 2-core CPU are not comparable)."""
     import torch
@@ -122,7 +135,7 @@ def run_study(args) -> int:
            "settings": settings, "stages": {}}
     log_path = run / "study.json"
     if log_path.exists():
-        before = json.loads(log_path.read_text())
+        before = read_study(log_path)
         if before.get("settings", settings) != settings or before.get("source") != str(source):
             raise EdgefaError(f"-o {run}: holds a study with other settings or source ({log_path}); use a new folder")
         log["stages"] = before.get("stages", {})
@@ -198,7 +211,7 @@ def study_rows(run: Path, record: dict) -> list[dict]:
     by_file = {}
     for r in flat_rows(record):
         by_file[Path(r["name"]).name] = r
-    study = json.loads((run / "study.json").read_text())
+    study = read_study(run / "study.json")
     rows = []
     for variant, (what, _) in VARIANTS.items():
         for path in sorted((run / "files" / variant).glob("*")):
@@ -322,11 +335,11 @@ def markdown(studies: list[dict], notes: str, command: str, record: dict) -> str
 
 def write_report(args) -> int:
     runs = [Path(r) for r in args.runs]
-    for run in runs:
-        if not (run / "study.json").exists():
-            raise EdgefaError(f"{run}: no study.json (run `python benchmarks/compression.py run` first)")
-    notes = Path(args.notes).read_text() if args.notes else ""
-    logs = [json.loads((run / "study.json").read_text()) for run in runs]
+    logs = [read_study(run / "study.json") for run in runs]  # all checked before any bench
+    try:
+        notes = Path(args.notes).read_text() if args.notes else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgefaError(f"--notes {args.notes}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     carried = carried_studies(args.previous) if args.previous else []
     fresh, record = [], None
     for run, log in zip(runs, logs):

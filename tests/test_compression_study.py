@@ -81,7 +81,12 @@ def test_resumed_study_with_other_settings_and_bad_input_are_one_line(source, tm
         (["run", "--source", str(source), "-o", str(tmp_path / "t"), "--stages", "p50-ft-qat"], "add p50"),
         (["run", "--source", str(tmp_path / "none.pt"), "-o", str(tmp_path / "t")], "none.pt: file not found"),
         (["report", str(run), "--previous", str(tmp_path / "none.json")], "none.json: file not found"),
+        (["report", str(run), "--notes", str(tmp_path / "none.md")], "--notes"),
+        (["report", str(tmp_path / "broken")], "broken/study.json: not a study.json"),
+        (["run", "--source", str(source), "-o", str(tmp_path / "broken")], "broken/study.json: not a study.json"),
     ]
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "study.json").write_text("{not json")
     for args, message in cases:
         assert study(args) == 2
         err = capsys.readouterr().err
