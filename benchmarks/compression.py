@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import machine_line, script_command, versions_line
-from edgefa.errors import EdgefaError
+from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.fileio import atomic_write_json, write_md_json
 
 # variant -> (what it is, the precision its files are exported at)
@@ -62,8 +62,6 @@ def _stage_overrides(args) -> list[str]:
 
 
 def _stages(text: str) -> list[str]:
-    from edgefa.errors import unknown_name_error
-
     names = [n.strip() for n in text.split(",") if n.strip()]
     for n in names:
         if n not in STAGES:
@@ -144,13 +142,18 @@ def run_study(args) -> int:
     run.mkdir(parents=True, exist_ok=True)
 
     def timed(name, fn):
-        if name in log["stages"]:
-            return Path(log["stages"][name]["output"])
+        """Run a stage once: a recorded one is skipped unless some of its files failed. ``fn`` returns
+        the stage's output, or (output, failed files) for an export."""
+        done = log["stages"].get(name)
+        if done and not done.get("failed"):
+            return Path(done["output"])
         t0 = time.perf_counter()
         result = fn()
-        log["stages"][name] = {"output": str(result), "seconds": round(time.perf_counter() - t0, 1), "on": where}
+        output, failed = result if isinstance(result, tuple) else (result, [])
+        log["stages"][name] = {"output": str(output), "seconds": round(time.perf_counter() - t0, 1), "on": where,
+                               **({"failed": failed} if failed else {})}
         atomic_write_json(log_path, log)
-        return result
+        return output
 
     over = _stage_overrides(args)
     ckpt = {"float": source, "ptq": source}
@@ -174,16 +177,8 @@ def run_study(args) -> int:
         print(f"trained stages of {run}: {', '.join(k for k in log['stages'] if not k.startswith('export'))}; "
               "export them with the same command without --train-only")
         return 0
-    for variant in (v for stage in stages for v in STAGES[stage]):
-        name = f"export {variant}"
-        if name in log["stages"] and not log["stages"][name].get("failed"):
-            continue
-        log["stages"].pop(name, None)  # a failed format is tried again
-        t0 = time.perf_counter()
-        failed = _export(ckpt[variant], variant, label, run, args)
-        log["stages"][name] = {"output": str(run / "files" / variant), "seconds": round(time.perf_counter() - t0, 1),
-                               "on": where, **({"failed": failed} if failed else {})}
-        atomic_write_json(log_path, log)
+    for variant in (v for stage in stages for v in STAGES[stage]):  # a failed format is tried again
+        timed(f"export {variant}", lambda v=variant: (run / "files" / v, _export(ckpt[v], v, label, run, args)))
     failed = [f"{k[len('export '):]} {f['format']} {f['precision']}: {f['reason']}"
               for k, v in log["stages"].items() for f in v.get("failed", [])]
     if failed:  # the report shows them as failed rows; the rest of the study is usable
@@ -263,8 +258,8 @@ def carried_studies(path: str) -> list[dict]:
             raise EdgefaError(f"--previous {path}: study {i} lacks rows with '{bad or 'rows'}'")
         label = s.get("label", rows[0].get("study", f"study {i}"))
         out.append({"label": label, "source": s.get("source", "?"), "stages": s.get("stages", {}),
-                        "command": s.get("command") or record.get("command", "?"),
-                        "machine": s.get("machine") or record.get("machine"), "rows": rows, "carried": str(path)})
+                    "command": s.get("command") or record.get("command", "?"),
+                    "machine": s.get("machine") or record.get("machine"), "rows": rows, "carried": str(path)})
     return out
 
 
