@@ -75,8 +75,17 @@ def load_source(spec: str, name: str | None = None) -> Source:
         pred = load_predictor(spec)
         model, face_model = pred.model, pred.face_model
         peer = spec.startswith("3ddfa-v2")
-        meta["edgefa.training_data"] = json.dumps("300W-LP (3DDFA-V2 release weights)" if peer
-                                                  else "none: random initialisation")
+        shipped = spec.endswith(":pretrained")
+        if shipped:  # the header of the shipped weights says how they were trained and scored
+            from edgefa.models.pretrained import pretrained_path, read_weights
+
+            header = read_weights(pretrained_path(model.registry_name))[2]
+            meta["edgefa.training_data"] = json.dumps(header.get("training", {}).get("data", "unknown"))
+            if header.get("eval"):
+                meta["edgefa.eval"] = json.dumps(header["eval"])
+        else:
+            meta["edgefa.training_data"] = json.dumps("300W-LP (3DDFA-V2 release weights)" if peer
+                                                      else "none: random initialisation")
         label = spec.split(":", 1)[0] if peer else model.registry_name
     return Source(model, face_model, model.registry_name, name or label, meta)
 

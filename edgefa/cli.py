@@ -33,14 +33,25 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_models(args) -> int:
+    from edgefa.models.pretrained import list_pretrained
     from edgefa.models.registry import list_models, model_entry
 
     names = list_models(args.pattern)
+    if args.pretrained:
+        shipped = set(list_pretrained())
+        names = [n for n in names if n in shipped]
     entries = [model_entry(n) for n in names]
     wide = max((len(n) for n in names), default=0)
     fam = max((len(e.family) for e in entries), default=0)
     for name, entry in zip(names, entries):
-        print(f"{name:<{wide}}  {entry.family:<{fam}}  input {entry.defaults.get('input_size', 120)}")
+        line = f"{name:<{wide}}  {entry.family:<{fam}}  input {entry.defaults.get('input_size', 120)}"
+        if args.pretrained:  # what the shipped file scored, from its own header
+            from edgefa.models.pretrained import pretrained_path, read_weights
+
+            ev = read_weights(pretrained_path(name))[2].get("eval", {})
+            if ev:
+                line += f"  {ev['data']}: balanced NME {ev['nme']['balanced_nme']:.3f} %"
+        print(line)
     return 0
 
 
@@ -113,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="NME by yaw bin and pose MAE of a model on a dataset")
     ev.add_argument("--model", required=True,
                     help="3ddfa-v2-mb05:PATH[,bfm=DIR] | runs/x/best.pt | FILE.onnx/.tflite/.mlpackage "
-                         "(run in its runtime) | MODEL_NAME (untrained)")
+                         "(run in its runtime) | MODEL_NAME:pretrained (shipped weights) | MODEL_NAME (untrained)")
     ev.add_argument("--data", required=True,
                     help="aflw2000-3d[:PATH] | aflw2000-3d-original[:PATH][,box=roi|mat|landmarks|F.npy] | "
                          "aflw-train[:PATH] | 300w-lp:PATH | folder:PATH | synthetic:seed=0,n=500")
@@ -126,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     mo = sub.add_parser("models", help="list the registered model architectures")
     mo.add_argument("pattern", nargs="?", default="*")
+    mo.add_argument("--pretrained", action="store_true",
+                    help="only models with weights shipped in the package (load with --model NAME:pretrained)")
     mo.set_defaults(func=_cmd_models)
 
     tr = sub.add_parser("train", help="train a model from a YAML recipe")

@@ -65,7 +65,8 @@ class TorchPredictor(Predictor):
 
 def load_predictor(text: str, device: str = "cpu", threads: int | None = None) -> Predictor:
     """``3ddfa-v2-mb05:PATH[,bfm=DIR]``, an edgefa ``.pt`` checkpoint, an exported file
-    (``.onnx``, ``.tflite``, ``.mlpackage``: run in its own runtime) or ``MODEL_NAME[:k=v]`` (untrained)."""
+    (``.onnx``, ``.tflite``, ``.mlpackage``: run in its own runtime), ``MODEL_NAME:pretrained``
+    (weights shipped in the package) or ``MODEL_NAME[:k=v]`` (untrained)."""
     from edgefa.models.checkpoint import load_3ddfa_v2, model_from_checkpoint
     from edgefa.models.registry import create_model, list_models
 
@@ -81,6 +82,13 @@ def load_predictor(text: str, device: str = "cpu", threads: int | None = None) -
             raise EdgefaError(f"--model {text}: unknown option '{sorted(unknown)[0]}' (valid: bfm)")
         model, fm = load_3ddfa_v2(spec.path, bfm=spec.options.get("bfm"), widen_factor=PEER_KINDS[spec.kind])
         return TorchPredictor(model, fm, spec.kind, device)
+    if spec is not None and spec.path == "pretrained":  # weights shipped in the package
+        from edgefa.models.registry import load_pretrained
+
+        if spec.options:
+            raise EdgefaError(f"--model {text}: pretrained models take no options")
+        model, fm, _ = load_pretrained(spec.kind)
+        return TorchPredictor(model, fm, f"{spec.kind} (pretrained)", device)
     if spec is not None:  # a registered architecture with random weights: for smoke tests and timing
         if spec.path:
             raise EdgefaError(f"--model {text}: a model name takes key=value options; "

@@ -68,3 +68,24 @@ def test_photometric_changes_leave_labels(toy_face_model):
     np.testing.assert_allclose(out["pts68"], sample["pts68"], atol=1e-4)
     np.testing.assert_allclose(out["params"], sample["params"], atol=1e-4)
     assert not np.array_equal(out["image"], sample["image"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_flip_takes_the_mirror_labels_warped_exactly(toy_face_model, seed):
+    """A sample with labels of its mirror image keeps exact parameters through a flip: the flipped
+    warp is the flip-free warp applied to the mirror image."""
+    fm = toy_face_model
+    sample = _sample(fm)
+    mirror = _sample(fm, yaw=-40.0, pitch=10.0, roll=5.0)  # stands in for the mirror image's fit
+    sample["mirror_params"], sample["mirror_pts68"] = mirror["params"], mirror["pts68"]
+    cfg = AugmentConfig(flip=1.0, rotate=20, rotate_prob=1.0, color=0, blur=0, occlude=0)
+    out = augment_sample(sample, SIZE, cfg, np.random.default_rng(seed))
+    assert np.isfinite(out["params"]).all()
+    np.testing.assert_allclose(g.landmarks(out["params"], fm), out["pts68"], atol=1e-2)
+    # the labels moved like the image: the nose marker (mirrored, then warped) sits on the flipped pts21
+    ys, xs = np.nonzero(out["image"][..., 0] > 100)
+    assert abs(xs.mean() - out["pts21"][14, 0]) < 1.0 and abs(ys.mean() - out["pts21"][14, 1]) < 1.0
+    no_geo = AugmentConfig(flip=1.0, scale=0, shift=0, rotate=0, color=0, blur=0, occlude=0)
+    plain = augment_sample(sample, SIZE, no_geo, np.random.default_rng(seed))
+    np.testing.assert_allclose(plain["pts68"], mirror["pts68"], atol=1e-4)
+    np.testing.assert_allclose(plain["params"], mirror["params"], atol=1e-4)

@@ -63,14 +63,21 @@ def _tiny(tmp_path, *extra):
             *extra]
 
 
-def test_train_tiny_run_writes_checkpoints_and_resumes_exactly(tmp_path, capsys, monkeypatch):
-    assert main(_tiny(tmp_path)) == 0
+@pytest.mark.parametrize("ema", [[], ["ema=0.9"]], ids=["plain", "ema"])
+def test_train_tiny_run_writes_checkpoints_and_resumes_exactly(tmp_path, capsys, monkeypatch, ema):
+    assert main(_tiny(tmp_path, *ema)) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last["epoch"] == 2 and len(last["history"]) == 2
     assert best["config"]["epochs"] == 2 and "balanced_mean" in best["metrics"]
     assert out["best_val_nme"] == pytest.approx(min(h["val_nme"] for h in last["history"]), abs=1e-3)
+    if ema:  # best.pt holds the averaged weights that were validated, last.pt both sets
+        assert set(last["ema"]) == set(last["state_dict"])
+        if best["epoch"] == 2:
+            for key, value in last["ema"].items():
+                torch.testing.assert_close(best["state_dict"][key], value, msg=key)
+        assert any(not torch.equal(last["ema"][k], v) for k, v in last["state_dict"].items())
 
     # interrupt the same run after epoch 1 (Ctrl-C once last.pt is written), then resume it
     import training.trainer as trainer
@@ -83,13 +90,15 @@ def test_train_tiny_run_writes_checkpoints_and_resumes_exactly(tmp_path, capsys,
             raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
-    assert main(_tiny(tmp_path, f"output={tmp_path}/a")) == 130
+    assert main(_tiny(tmp_path, *ema, f"output={tmp_path}/a")) == 130
     monkeypatch.setattr(trainer, "save_checkpoint", real_save)
     assert load_checkpoint(tmp_path / "a" / "last.pt")["epoch"] == 1
-    assert main(_tiny(tmp_path, f"output={tmp_path}/a") + ["--resume", str(tmp_path / "a" / "last.pt")]) == 0
+    assert main(_tiny(tmp_path, *ema, f"output={tmp_path}/a") + ["--resume", str(tmp_path / "a" / "last.pt")]) == 0
     resumed = load_checkpoint(tmp_path / "a" / "last.pt")
     for key, value in last["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, msg=key)
+    for key, value in last.get("ema", {}).items():
+        torch.testing.assert_close(resumed["ema"][key], value, msg=key)
 
 
 def test_without_a_tty_progress_is_plain_lines_with_loss_lr_and_eta(tmp_path, capsys):
@@ -217,7 +226,7 @@ def test_training_report_from_a_run(tmp_path):
     assert row["params"] > 1e6 and row["macs"] > 1e7 and row["train_command"].startswith("edgefa train --config")
     assert listed in shlex.split(row["train_command"])
     md = out.with_suffix(".md").read_text()
-    assert "| mobilenetv3_small_100 |" in md and "python -m training.report" in md
+    assert "| mobilenetv3_small_100 | synthetic-quick |" in md and "python -m training.report" in md
 
     # a later report carries this row over (its run gone) and marks it; a re-evaluated run replaces it
     later = tmp_path / "rep" / "later"
@@ -226,7 +235,7 @@ def test_training_report_from_a_run(tmp_path):
     kept = json.loads(later.with_suffix(".json").read_text())["rows"]
     assert [r["nme_balanced"] for r in kept] == [row["nme_balanced"]]
     assert kept[0]["carried_from"] == str(out.with_suffix(".json")) and kept[0]["evaluated_by"] == data["command"]
-    assert "| mobilenetv3_small_100 † |" in later.with_suffix(".md").read_text()
+    assert "| mobilenetv3_small_100 † | synthetic-quick |" in later.with_suffix(".md").read_text()
     assert report_main([str(tmp_path / "run"), "--previous", str(later.with_suffix(".json")),
                         "--data", "synthetic:seed=5,n=8", "-o", str(later)]) == 0
     again = json.loads(later.with_suffix(".json").read_text())["rows"]
@@ -242,3 +251,31 @@ def test_training_report_bad_previous_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(bad) in err and "not a training report JSON" in err
     assert not (tmp_path / "r.md").exists()
+
+
+def test_training_report_prints_the_label_quality_a_labels_file_records(tmp_path, capsys, toy_face_model):
+    import numpy as np
+
+    from edgefa.data.labels import LABELS_FORMAT, save_labels
+    from training.report import main as report_main
+
+    block = {"balanced_mean": 3.1, "bins": {"[0,30]": 2.3, "(30,60]": 3.1, "(60,90]": 4.1}}
+    meta = {"format": LABELS_FORMAT, "command": "python -m training.labels L --check",
+            "chosen": {"correspondence": "learned", "lambda": 100.0},
+            "selection": {"method": "leave-one-point-out", "faces": 9,
+                          "table": [{"correspondence": "learned", "lambda": 100.0, "loo_nme": 3.37}]},
+            "check": {"nme": {"teacher": {**block, "balanced_mean": 3.79}, "refined": block}}}
+    labels = tmp_path / "labels.npz"
+    save_labels(labels, ["a.jpg"], np.zeros((1, 2, 62)), toy_face_model, meta)
+    out = tmp_path / "r"
+    assert report_main(["--peer", "mobilenetv3_small_100", "--labels", str(labels), "--data", "synthetic:n=4",
+                        "-o", str(out)]) == 0
+    md = out.with_suffix(".md").read_text()
+    assert "### Label quality" in md and "| refined | 2.300 | 3.100 | 4.100 | **3.100** |" in md
+    assert json.loads(out.with_suffix(".json").read_text())["label_quality"]["chosen"]["lambda"] == 100.0
+    del meta["check"]
+    save_labels(labels, ["a.jpg"], np.zeros((1, 2, 62)), toy_face_model, meta)
+    capsys.readouterr()
+    assert report_main(["--peer", "mobilenetv3_small_100", "--labels", str(labels), "--data", "synthetic:n=4",
+                        "-o", str(tmp_path / "s")]) == 2
+    assert "made without --check" in capsys.readouterr().err

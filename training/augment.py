@@ -3,8 +3,10 @@
 Geometric changes (crop-box scale/shift jitter, in-plane rotation, horizontal flip) are one 2D
 similarity warp of the crop; the same matrix moves every point label, and — without a flip —
 the 3DMM pose matrix too, so the parameters still describe the warped face exactly. A flip
-mirrors the identity, which the 3DMM weights cannot express in general: flipped samples keep
-their (mirrored, re-ordered) landmarks and pose and mark the parameters unknown (NaN).
+mirrors the identity, which the 3DMM weights cannot express in general: a sample with labels of
+its mirror image (``mirror_params`` / ``mirror_pts68``, refined aflw-train labels) takes those,
+warped by the flip-free rest of the warp; other flipped samples keep their (mirrored,
+re-ordered) landmarks and pose and mark the parameters unknown (NaN).
 Photometric changes (colour, blur, occluders) leave labels untouched.
 """
 from __future__ import annotations
@@ -135,14 +137,21 @@ def augment_sample(sample: dict, size: int, cfg: AugmentConfig, rng: np.random.G
     """Augment one training sample (crop-pixel labels: pts68 (68,3), pts21 (21,2), params, pose)."""
     flip = rng.random() < cfg.flip
     angle = rng.uniform(-cfg.rotate, cfg.rotate) if rng.random() < cfg.rotate_prob else 0.0
-    mat = similarity_matrix(size, 1 + rng.uniform(-cfg.scale, cfg.scale), angle,
-                            rng.uniform(-cfg.shift, cfg.shift, 2) * size, flip)
+    scale, shift = 1 + rng.uniform(-cfg.scale, cfg.scale), rng.uniform(-cfg.shift, cfg.shift, 2) * size
+    mat = similarity_matrix(size, scale, angle, shift, flip)
     out = dict(sample)
     out["image"] = cv2.warpAffine(sample["image"], mat, (size, size), flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REFLECT_101)
     out["pts68"] = warp_points(sample["pts68"], mat)
     out["pts21"] = warp_points(sample["pts21"], mat)
-    if flip:
+    mirror = sample.get("mirror_params")
+    if flip and mirror is not None and np.isfinite(mirror).all():
+        # the flipped warp is the flip-free one applied to the mirror image: mat = nf o mirror
+        nf = similarity_matrix(size, scale, angle, shift, False)
+        out["pts68"] = warp_points(sample["mirror_pts68"], nf)
+        out["pts21"] = out["pts21"][FLIP_21]
+        out["params"] = warp_pose_params(mirror, nf, size)
+    elif flip:
         out["pts68"] = out["pts68"][FLIP_68]
         out["pts21"] = out["pts21"][FLIP_21]
         out["params"] = np.full_like(sample["params"], np.nan)

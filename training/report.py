@@ -106,8 +106,31 @@ def merge_rows(carried: list[dict], fresh: list[dict]) -> list[dict]:
     return [r for r in carried if key(r) not in fresh_keys] + fresh
 
 
+def label_quality(path: Path) -> dict:
+    """The check a labels file records: its procedure run on AFLW2000-3D's own 21 points."""
+    from edgefa.data.labels import read_labels
+
+    meta = read_labels(path, [])["meta"]
+    if "check" not in meta:
+        raise EdgefaError(f"--labels {path}: made without --check, so it records no label quality")
+    return {"file": str(path), "chosen": meta["chosen"], "selection": meta["selection"], "check": meta["check"],
+            "command": meta.get("command")}
+
+
+def label_quality_markdown(q: dict) -> str:
+    rows = "\n".join(f"| {name} | " + " | ".join(f"{v:.3f}" for v in r["bins"].values())
+                     + f" | **{r['balanced_mean']:.3f}** |" for name, r in q["check"]["nme"].items())
+    sel = q["selection"]
+    table = ", ".join(f"{r['correspondence']} λ={r['lambda']:g}: {r['loo_nme']:.3f}" for r in sel["table"])
+    return (f"\n### Label quality\n\nThe refined labels' procedure (`{q['command']}`; chosen: "
+            f"{q['chosen']['correspondence']} correspondence, λ = {q['chosen']['lambda']:g}) run on AFLW2000-3D's "
+            f"own 21 points and scored against its 68-point labels. A check only: the settings were chosen "
+            f"by {sel['method']} ({sel['faces']} faces; hidden-point error in % of face size: {table}).\n\n"
+            f"| labels | " + " | ".join(BIN_NAMES) + " | balanced |\n|---|---|---|---|---|\n" + rows + "\n")
+
+
 def to_markdown(rows: list[dict], facts: dict, command: str, data: str) -> str:
-    head = ("| model | params (M) | MACs (M) | " + " | ".join(BIN_NAMES) +
+    head = ("| model | recipe | params (M) | MACs (M) | " + " | ".join(BIN_NAMES) +
             " | balanced | plain | yaw | pitch | roll | pose mean | epochs | train time |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -115,7 +138,7 @@ def to_markdown(rows: list[dict], facts: dict, command: str, data: str) -> str:
         epochs = f"{r['epochs_done']}/{r['epochs_planned']}" if "epochs_done" in r else "peer"
         t = f"{r['train_seconds'] / 60:.0f} min" if "train_seconds" in r else ""
         mark = " †" if r.get("carried_from") else ""
-        lines.append(f"| {r['model']}{mark} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
+        lines.append(f"| {r['model']}{mark} | {r.get('recipe', '')} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
                      + " | ".join(f"{r['nme_bins'][b]:.3f}" for b in BIN_NAMES)
                      + f" | **{r['nme_balanced']:.3f}** | {r['nme_plain']:.3f} | {p.get('yaw', float('nan')):.2f}"
                        f" | {p.get('pitch', float('nan')):.2f} | {p.get('roll', float('nan')):.2f} | "
@@ -139,11 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer", help="a peer model spec evaluated the same way, e.g. 3ddfa-v2-mb05:PATH")
     parser.add_argument("-o", "--out", required=True, help="output path without suffix")
     parser.add_argument("--notes", type=Path, help="Markdown put above the table (status, how the runs were made)")
+    parser.add_argument("--labels", type=Path, help="a refined-labels file made with --check: its label-quality rows")
     parser.add_argument("--previous", type=Path,
                         help="an earlier report's JSON: its rows for runs not given here are carried over, marked")
     args = parser.parse_args(argv)
-    if not args.runs and not args.previous:
-        parser.error("give training run directories, --previous REPORT.json, or both")
+    if not args.runs and not args.previous and not args.peer:
+        parser.error("give training run directories, --previous REPORT.json or --peer")
     if args.notes and not args.notes.is_file():
         parser.error(f"--notes {args.notes}: file not found")
     try:
@@ -164,9 +188,12 @@ def _write(args, argv) -> int:
     facts = machine_facts()
     command = "python -m training.report " + " ".join(sys.argv[1:] if argv is None else argv)
     notes = args.notes.read_text().strip() + "\n\n" if args.notes else ""
+    quality = label_quality(args.labels) if args.labels else None
     markdown = notes + to_markdown(rows, facts, command, args.data)  # before writing: no half report
+    if quality:
+        markdown += label_quality_markdown(quality)
     atomic_write_json(with_ext(out, ".json"), {"command": command, "machine": facts, "data": args.data,
-                                                 "rows": rows})
+                                                 "rows": rows, **({"label_quality": quality} if quality else {})})
     atomic_write_bytes(with_ext(out, ".md"), markdown.encode())
     print(json.dumps([{k: r[k] for k in ("model", "nme_balanced")} for r in rows]))
     return 0

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
+from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from edgefa.data.registry import create_dataset
@@ -149,13 +150,20 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if "cuda" in device else None)
+    # an exponential moving average of the weights is what gets validated and saved as best.pt
+    ema = ModelEmaV3(model, decay=cfg["ema"], use_warmup=True) if cfg["ema"] else None
+    if ema is not None and resume:
+        if "ema" not in state:
+            raise EdgefaError(f"{resume}: has no EMA weights, but the recipe sets ema={cfg['ema']}")
+        ema.module.load_state_dict(state["ema"])
+    eval_model = ema.module if ema is not None else model
     surgery = PCGrad(optimizer, seed=cfg["seed"]) if cfg["pcgrad"] else None
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg["seed"],
                                  drop_last=True) if world > 1 else None
     generator = torch.Generator()
     per_rank = cfg["batch_size"] // world if world > 1 else cfg["batch_size"]
     steps_per_epoch = max(1, math.ceil(len(train_set) / world / per_rank))
-    predictor = TorchPredictor(model, fm, cfg["name"], device)
+    predictor = TorchPredictor(eval_model, fm, cfg["name"], device)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg["epochs"]):
         for part in parts:
@@ -193,6 +201,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
                 loss.backward()
             terms = {k: float(v.detach()) for k, v in terms.items()}
             optimizer.step()
+            if ema is not None:
+                ema.update(model, step=epoch * steps_per_epoch + step)
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
             if show and bar.disable:  # no TTY (a log file): a plain line every ~10 % of the epoch
                 _log_progress(epoch, cfg["epochs"], step, steps_per_epoch, loss.item(), lr, epoch_t0)
@@ -201,7 +211,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
             for buf in model.buffers():
                 dist.broadcast(buf, src=0)
         if main_rank:
-            model.eval()
+            eval_model.eval()
             result = evaluate(predictor, val_set, batch=128, progress=False)
             block = result.get("nme") or result.get("nme21")
             if block is None:
@@ -216,7 +226,9 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
                      "metrics": {k: v for k, v in block.items() if k not in ("per_face", "ced")}}
             if metric < best:
                 best = metric
-                save_checkpoint(out / "best.pt", model, fm, **extra)
+                save_checkpoint(out / "best.pt", eval_model, fm, **extra)
+            if ema is not None:
+                extra["ema"] = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
             save_checkpoint(out / "last.pt", model, fm, optimizer=optimizer.state_dict(), rng=_rng_state(),
                             best=best, **extra)
     summary = {"best_val_nme": best, "history": history, "output": str(out), "world_size": world}

@@ -7,7 +7,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from edgefa.data.aflw2000 import _load_npy, _read_list
-from edgefa.data.base import make_sample
+from edgefa.data.base import crop_to_original, make_sample
 from edgefa.data.images import read_image
 from edgefa.errors import EdgefaError
 
@@ -18,17 +18,24 @@ AFLW21_TO_68 = {0: 17, 1: 19, 2: 21, 3: 22, 4: 24, 5: 26, 6: 36, 7: None, 8: 39,
                 11: 45, 12: None, 13: 31, 14: 30, 15: 35, 16: None, 17: 60, 18: 66, 19: 64, 20: 8}
 
 
+def is_val(index: np.ndarray) -> np.ndarray:
+    """The fixed validation split: every 20th face of train.list (5 %)."""
+    return np.asarray(index) % 20 == 0
+
+
 class AFLWTrain(Dataset):
     """``root`` holds crops/, train.list, pts21.npy, roi_box.npy and yaws.npy.
 
-    ``pose`` carries the yaw, pitch/roll NaN. ``yaws.npy`` is signed, in the Pose_Para convention
+    ``pose`` carries the yaw, pitch/roll NaN. With ``labels=FILE`` (``python -m training.labels``)
+    each sample also has refined 62 params and 68 points, for the crop and for its mirror. ``yaws.npy`` is signed, in the Pose_Para convention
     (the shared README calls it |yaw|, but values run from -90 to 96 and the 3DDFA-V2 peer's yaw
     agrees in sign: correlation 0.97 on the validation split).
     """
 
     SPLITS = ("all", "train", "val")
 
-    def __init__(self, root: str | Path, split: str = "all", n: int | None = None, size: int = 120):
+    def __init__(self, root: str | Path, split: str = "all", n: int | None = None, size: int = 120,
+                 labels: str | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise EdgefaError(f"{self.root}: aflw-train folder not found")
@@ -43,11 +50,21 @@ class AFLWTrain(Dataset):
             raise EdgefaError(f"split={split}: expected one of {', '.join(self.SPLITS)}")
         keep = np.arange(total)
         if split != "all":  # a fixed held-out split: every 20th face (5 %) is validation
-            keep = keep[(keep % 20 == 0) == (split == "val")]
+            keep = keep[is_val(keep) == (split == "val")]
         if n is not None:
             keep = keep[: int(n)]
+        self.index = keep  # position in train.list
         self.names = [self.names[i] for i in keep]
         self.pts21, self.roi_boxes, self.yaws = self.pts21[keep], self.roi_boxes[keep], self.yaws[keep]
+        self.labels = None
+        if labels is not None:
+            from edgefa.data.labels import read_labels
+
+            self.labels = read_labels(labels, self.names)
+
+    def val_mask(self) -> np.ndarray:
+        """Which of these faces belong to the fixed validation split."""
+        return is_val(self.index)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -57,5 +74,13 @@ class AFLWTrain(Dataset):
         image = read_image(path)
         if image.shape[:2] != (self.size, self.size):
             raise EdgefaError(f"{path}: crop is {image.shape[1]}x{image.shape[0]}, expected {self.size}x{self.size}")
-        return make_sample(image, i, roi_box=self.roi_boxes[i], pts21=self.pts21[i],
-                           pose=(self.yaws[i], np.nan, np.nan))
+        if self.labels is None:
+            return make_sample(image, i, roi_box=self.roi_boxes[i], pts21=self.pts21[i],
+                               pose=(self.yaws[i], np.nan, np.nan))
+        # refined labels (crop pixels) for the crop and for its mirror image
+        box = self.roi_boxes[i][None]
+        lab = self.labels
+        pts68 = crop_to_original(lab["pts68"][i, 0][None], box, self.size)[0]
+        return make_sample(image, i, roi_box=self.roi_boxes[i], pts21=self.pts21[i], pts68=pts68,
+                           pose=(self.yaws[i], np.nan, np.nan), params=lab["params"][i, 0],
+                           mirror_params=lab["params"][i, 1], mirror_pts68=lab["pts68"][i, 1])

@@ -8,6 +8,8 @@ A sample is a dict of fixed keys (missing labels are NaN, so default collation w
 - ``pts21``: (21, 2) float32 AFLW 21 points in original pixels, NaN where hidden or unknown;
 - ``pose``: (3,) float32 yaw, pitch, roll in degrees (AFLW2000-3D Pose_Para signs);
 - ``params``: (62,) float32 raw 3DMM parameters of the dataset's face model, for the crop;
+- ``mirror_params`` (62,), ``mirror_pts68`` (68, 3): labels of the crop's horizontal mirror image, in
+  *crop* pixels of that mirror (refined aflw-train labels), NaN elsewhere: a flip takes them;
 - ``index``: int position in the dataset (names are in ``dataset.names``).
 """
 from __future__ import annotations
@@ -16,11 +18,11 @@ import numpy as np
 
 from edgefa.facemodel.base import N_LANDMARKS, N_PARAMS
 
-SAMPLE_KEYS = ("image", "roi_box", "pts68", "pts21", "pose", "params", "index")
+SAMPLE_KEYS = ("image", "roi_box", "pts68", "pts21", "pose", "params", "mirror_params", "mirror_pts68", "index")
 
 
 def make_sample(image: np.ndarray, index: int, roi_box=None, pts68=None, pts21=None,
-                pose=None, params=None) -> dict:
+                pose=None, params=None, mirror_params=None, mirror_pts68=None) -> dict:
     size = image.shape[0]
 
     def filled(value, shape):
@@ -37,6 +39,8 @@ def make_sample(image: np.ndarray, index: int, roi_box=None, pts68=None, pts21=N
         "pts21": filled(pts21, (21, 2)),
         "pose": filled(pose, (3,)),
         "params": filled(params, (N_PARAMS,)),
+        "mirror_params": filled(mirror_params, (N_PARAMS,)),
+        "mirror_pts68": filled(mirror_pts68, (N_LANDMARKS, 3)),
         "index": int(index),
     }
 

@@ -63,9 +63,27 @@ def model_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def create_model(name: str, **cfg) -> FaceRegressor:
+def create_model(name: str, pretrained: bool = False, **cfg) -> FaceRegressor:
+    """``pretrained=True`` loads the weights shipped for ``name`` (``list_pretrained()``); its
+    face model (needed to turn the 62 outputs into points) comes from ``load_pretrained``."""
     entry = model_entry(name)
+    if pretrained:
+        from edgefa.models.pretrained import pretrained_path, read_weights
+
+        state, _, header = read_weights(pretrained_path(name))
+        cfg = {**header.get("model_cfg", {}), **cfg}
     model = entry.builder(**{**entry.defaults, **cfg})
     model.registry_name = name
     model.registry_cfg = {**entry.defaults, **cfg}
+    if pretrained:
+        model.load_state_dict(state)
+        model.eval()
     return model
+
+
+def load_pretrained(name: str) -> tuple[FaceRegressor, object, dict]:
+    """The shipped model ``name`` with its face model and header (training, metrics)."""
+    from edgefa.models.pretrained import pretrained_path, read_weights
+
+    _, fm, header = read_weights(pretrained_path(name))
+    return create_model(name, pretrained=True), fm, header
