@@ -40,6 +40,9 @@ def _cmd_models(args) -> int:
     if args.pretrained:
         shipped = set(list_pretrained())
         names = [n for n in names if n in shipped]
+        if not names:
+            print("no pretrained weights match" if shipped else "no pretrained weights are shipped with this install")
+            return 0
     entries = [model_entry(n) for n in names]
     wide = max((len(n) for n in names), default=0)
     fam = max((len(e.family) for e in entries), default=0)
@@ -148,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_cmd_train)
     ex = sub.add_parser("export", help="ONNX / TFLite / CoreML files, each parity-checked against PyTorch")
-    ex.add_argument("--model", required=True, help="runs/x/best.pt | 3ddfa-v2-mb05:PATH | MODEL_NAME (untrained)")
+    ex.add_argument("--model", required=True, help="runs/x/best.pt | 3ddfa-v2-mb05:PATH | MODEL_NAME:pretrained | MODEL_NAME (untrained)")
     ex.add_argument("--formats", default="onnx", help="comma list of: onnx, tflite, coreml")
     ex.add_argument("--precision", default="fp32", help="comma list of: fp32, fp16, int8 (coreml also palette6, palette4, sparse50)")
     ex.add_argument("--calib-data", help="dataset spec of int8 calibration crops (default: synthetic:seed=7)")

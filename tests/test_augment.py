@@ -73,19 +73,45 @@ def test_photometric_changes_leave_labels(toy_face_model):
 @pytest.mark.parametrize("seed", range(4))
 def test_flip_takes_the_mirror_labels_warped_exactly(toy_face_model, seed):
     """A sample with labels of its mirror image keeps exact parameters through a flip: the flipped
-    warp is the flip-free warp applied to the mirror image."""
+    warp is the flip-free warp applied to the mirror image. With the true mirror's points it must
+    land exactly where the plain flip path puts the re-ordered points."""
+    from training.labels import mirror_points
+
     fm = toy_face_model
     sample = _sample(fm)
-    mirror = _sample(fm, yaw=-40.0, pitch=10.0, roll=5.0)  # stands in for the mirror image's fit
-    sample["mirror_params"], sample["mirror_pts68"] = mirror["params"], mirror["pts68"]
+    other = _sample(fm, yaw=-40.0, pitch=10.0, roll=5.0)  # stands in for the mirror image's fit
+    sample["mirror_params"] = other["params"]
+    sample["mirror_pts68"] = mirror_points(sample["pts68"][None], SIZE, FLIP_68)[0].astype(np.float32)
     cfg = AugmentConfig(flip=1.0, rotate=20, rotate_prob=1.0, color=0, blur=0, occlude=0)
     out = augment_sample(sample, SIZE, cfg, np.random.default_rng(seed))
-    assert np.isfinite(out["params"]).all()
-    np.testing.assert_allclose(g.landmarks(out["params"], fm), out["pts68"], atol=1e-2)
-    # the labels moved like the image: the nose marker (mirrored, then warped) sits on the flipped pts21
-    ys, xs = np.nonzero(out["image"][..., 0] > 100)
-    assert abs(xs.mean() - out["pts21"][14, 0]) < 1.0 and abs(ys.mean() - out["pts21"][14, 1]) < 1.0
-    no_geo = AugmentConfig(flip=1.0, scale=0, shift=0, rotate=0, color=0, blur=0, occlude=0)
-    plain = augment_sample(sample, SIZE, no_geo, np.random.default_rng(seed))
-    np.testing.assert_allclose(plain["pts68"], mirror["pts68"], atol=1e-4)
-    np.testing.assert_allclose(plain["params"], mirror["params"], atol=1e-4)
+    plain = dict(sample, mirror_params=np.full(62, np.nan, np.float32))
+    old = augment_sample(plain, SIZE, cfg, np.random.default_rng(seed))  # same draws, mirrored points
+    np.testing.assert_allclose(out["pts68"], old["pts68"], atol=1e-3)
+    np.testing.assert_array_equal(out["image"], old["image"])
+    assert np.isnan(old["params"]).all() and np.isfinite(out["params"]).all()
+    # the mirror's parameters went through the same flip-free warp as its points
+    sample["mirror_pts68"] = other["pts68"]
+    moved = augment_sample(sample, SIZE, cfg, np.random.default_rng(seed))
+    np.testing.assert_allclose(g.landmarks(moved["params"], fm), moved["pts68"], atol=1e-2)
+
+
+def test_labels_of_another_face_model_are_dropped_mirror_included(toy_face_model):
+    """A dataset fitted in another face model keeps points and pose but no parameters, and a flip
+    must not bring its mirror parameters back."""
+    from training.data import TrainSet
+
+    sample = _sample(toy_face_model)
+    sample["mirror_params"] = sample["params"]
+    sample["mirror_pts68"] = sample["pts68"]
+
+    class One:
+        size = SIZE
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return dict(sample)
+
+    item = TrainSet(One(), AugmentConfig(flip=1.0, color=0, blur=0, occlude=0), seed=0, keep_params=False)[0]
+    assert np.isnan(item["params"].numpy()).all() and np.isfinite(item["pts68"].numpy()).all()

@@ -72,11 +72,17 @@ def test_leave_one_point_out_prefers_the_true_correspondence(toy_face_model):
     assert np.isfinite(good) and good < naive
 
 
-def test_mirror_points_is_an_involution():
+def test_mirror_points_match_a_flipped_image():
     from training.augment import FLIP_21
 
-    pts = np.random.default_rng(0).uniform(0, SIZE, (3, 21, 2))
-    np.testing.assert_allclose(mirror_points(mirror_points(pts, SIZE, FLIP_21), SIZE, FLIP_21), pts)
+    image = np.zeros((SIZE, SIZE), np.uint8)
+    image[37, 11] = 255  # a marker at x = 11, y = 37
+    ys, xs = np.nonzero(image[:, ::-1])
+    pts = np.full((1, 21, 2), np.nan)
+    pts[0, 13] = (11, 37)  # nose-left, which the mirror calls nose-right (15)
+    got = mirror_points(pts, SIZE, FLIP_21)
+    np.testing.assert_allclose(got[0, 15], (xs[0], ys[0]))
+    np.testing.assert_allclose(mirror_points(got, SIZE, FLIP_21), pts)
 
 
 def _write(tmp_path, fm, names, **meta):
@@ -139,3 +145,13 @@ def test_labels_command_on_real_crops_feeds_the_reader_and_augmentation(tmp_path
     assert "--steps 0: must be at least 1" in capsys.readouterr().err
     with pytest.raises(EdgefaError, match="no labels for"):
         create_dataset(f"aflw-train:{root},n=60,labels={out}")
+
+
+def test_truncated_labels_file_is_one_error_line(tmp_path, toy_face_model):
+    path, _ = _write(tmp_path, toy_face_model, ["a.jpg", "b.jpg"])
+    data = path.read_bytes()
+    for i, broken in enumerate((data[: len(data) // 2], data[:200] + bytes(len(data) - 200))):
+        bad = tmp_path / f"bad{i}.npz"
+        bad.write_bytes(broken)
+        with pytest.raises(EdgefaError, match=f"bad{i}.npz: not"):
+            read_labels(bad, ["a.jpg"])

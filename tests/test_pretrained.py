@@ -74,3 +74,8 @@ def test_publish_writes_weights_and_a_card_measured_on_the_file(tmp_path, monkey
     assert f"balanced NME {nme:.3f} %" in capsys.readouterr().out
     assert publish_main([str(tmp_path / "none.pt"), "--folder", str(tmp_path / "weights")]) == 2
     assert "none.pt: checkpoint not found" in capsys.readouterr().err
+
+
+def test_pretrained_with_other_options_is_refused(shipped):
+    with pytest.raises(EdgefaError, match="pretrained weights were trained with"):
+        create_model(NAME, pretrained=True, drop_rate=0.3)

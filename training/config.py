@@ -29,7 +29,9 @@ DEFAULTS = {
     "schedule": {"name": "cosine", "warmup_epochs": 1, "warmup_start": 0.1, "min_lr_ratio": 0.01,
                  "milestones": [40, 50], "gamma": 5.0},
     "pcgrad": False,  # gradient surgery across the loss terms (multi-task models)
-    "ema": 0.0,  # decay of an exponential moving average of the weights (validated, saved as best.pt); 0: off
+    # decay of an exponential moving average of the weights (validated, saved as best.pt); 0: off.
+    # Warmed up as in timm's ModelEmaV3: min(ema, 1 - (1 + step)^-2/3), so 0.999 needs ~32k steps
+    "ema": 0.0,
     "loss": {"params": 1.0, "landmarks": 1.0, "pts21": 0.0, "yaw": 0.0, "distill": 0.0,
              "euler": 0.0, "branch_landmarks": 0.0, "dense": 0.0,  # see training/objectives.py
              "param_loss": "l2", "distill_loss": "vdc"},

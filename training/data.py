@@ -51,7 +51,8 @@ class TrainSet(Dataset):
     def __getitem__(self, i: int) -> dict:
         s = dict(self.dataset[i])
         if not self.keep_params:  # parameters of another face model mean nothing to this one
-            s["params"] = np.full_like(s["params"], np.nan)
+            for key in ("params", "mirror_params", "mirror_pts68"):
+                s[key] = np.full_like(s[key], np.nan)
         box = np.asarray(s["roi_box"], dtype=np.float64)[None]
         s["pts68"] = original_to_crop(s["pts68"][None], box, self.size)[0].astype(np.float32)
         s["pts21"] = original_to_crop(s["pts21"][None], box, self.size)[0].astype(np.float32)
@@ -73,7 +74,8 @@ def build_train_set(specs, augment: dict | None, seed: int, cache: bool, workers
     parts = []
     for spec in specs:
         ds = create_dataset(spec)
-        own = getattr(getattr(ds, "face_model", None), "name", None)
+        # synthetic faces carry their face model; a refined-labels file names the one it was fitted in
+        own = getattr(getattr(ds, "face_model", None), "name", None) or getattr(ds, "labels_face_model", None)
         keep = own is None or own == face_model_name
         if cache:
             ds = CachedDataset(ds, workers, progress, desc=f"caching {spec.split(':')[0]}")

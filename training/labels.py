@@ -172,10 +172,13 @@ def refine(prior_raw: np.ndarray, gt21: np.ndarray, corr: Correspondence, fm: Fa
 
 
 def leave_one_out(prior_raw: np.ndarray, gt21: np.ndarray, corr: Correspondence, fm: FaceModel,
-                  lam: float, sigma: float = SIGMA, steps: int = 300, scale: np.ndarray | None = None) -> float:
-    """Mean error (% of the face size ``scale``, per face) of each visible, usable point predicted
-    by a fit to the face's other points."""
-    rows, hidden = np.nonzero(np.isfinite(gt21[..., 0]) & corr.usable[None])
+                  lam: float, sigma: float = SIGMA, steps: int = 300, scale: np.ndarray | None = None,
+                  scored: np.ndarray | None = None) -> float:
+    """Mean error (% of the face size ``scale``, per face) of each visible point in ``scored`` (default:
+    the points ``corr`` uses) predicted by a fit to the face's other points. Correspondences are
+    compared on the same ``scored`` points (those the naive index map has)."""
+    scored = corr.usable if scored is None else np.asarray(scored) & corr.usable
+    rows, hidden = np.nonzero(np.isfinite(gt21[..., 0]) & scored[None])
     target = gt21[rows].copy()
     target[np.arange(len(rows)), hidden] = np.nan
     fitted = refine(prior_raw[rows], target, corr, fm, lam, sigma, steps)
@@ -274,7 +277,8 @@ def make_labels(out: str | Path, data: str, teacher_spec: str, check: str | None
     table = []
     for corr in (naive, learned):
         for lam in lambdas:
-            score = leave_one_out(prior_raw[sel], gt21[sel], corr, fm, lam, steps=steps, scale=scale)
+            score = leave_one_out(prior_raw[sel], gt21[sel], corr, fm, lam, steps=steps, scale=scale,
+                                  scored=naive.usable)
             table.append({"correspondence": corr.kind, "lambda": lam, "loo_nme": round(score, 4)})
             _log(f"  leave-one-point-out on {len(sel)} val faces: {corr.kind:7s} lambda {lam:6g}: {score:.3f} %")
     best = min(table, key=lambda r: r["loo_nme"])
@@ -285,7 +289,8 @@ def make_labels(out: str | Path, data: str, teacher_spec: str, check: str | None
     meta = {"format": LABELS_FORMAT, "data": unfill_shared(data), "teacher": unfill_shared(teacher_spec),
             "face_model": fm.name, "crops": len(ds), "sigma_px": SIGMA, "steps": steps,
             "chosen": {"correspondence": corr.kind, "lambda": best["lambda"]},
-            "selection": {"method": "leave-one-point-out on the val split (every 20th crop)",
+            "selection": {"method": "leave-one-point-out on the val split (every 20th crop), scored on the "
+                                    "17 points both correspondences have",
                           "faces": int(len(sel)), "table": table},
             "offsets": corr.offsets.round(6).tolist(), "anchors": ANCHORS if corr.kind == "learned" else None,
             "command": " ".join(["python", "-m", "training.labels", *sys.argv[1:]]),

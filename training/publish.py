@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from edgefa.errors import EdgefaError
 from edgefa.evaluate import evaluate
-from edgefa.fileio import atomic_write_bytes
+from edgefa.fileio import atomic_write_bytes, check_writable
 from edgefa.models.checkpoint import model_from_checkpoint
 from edgefa.models.pretrained import WEIGHTS_DIR, read_weights, save_weights
 from edgefa.paths import fill_shared, unfill_shared
@@ -45,15 +46,16 @@ def publish(checkpoint: str | Path, data: str = "aflw2000-3d", folder: Path = WE
                            "seed": cfg.get("seed"), "git_commit": state.get("git_commit"),
                            "val": state.get("metrics", {}).get("balanced_mean")},
               "licence": LICENCE}
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.safetensors"
-    save_weights(path, model.state_dict(), fm, header)
-    # measured on the file as shipped: its fp16 weights, loaded back
-    weights, file_fm, _ = read_weights(path)
-    model.load_state_dict(weights)
     from edgefa.data.registry import create_dataset
 
-    dataset = create_dataset(fill_shared(data))
+    dataset = create_dataset(fill_shared(data))  # a bad --data fails before anything is written
+    check_writable(folder / f"{name}.safetensors", "weights")
+    path = folder / f"{name}.safetensors"
+    with tempfile.TemporaryDirectory() as tmp:  # measured on the file as shipped: fp16 weights, loaded back
+        draft = Path(tmp) / path.name
+        save_weights(draft, model.state_dict(), fm, header)
+        weights, file_fm, _ = read_weights(draft)
+    model.load_state_dict(weights)
     result = evaluate(TorchPredictor(model.eval(), file_fm, name), dataset, batch=128, progress=False)
     header["eval"] = {"data": unfill_shared(data), "faces": result["faces"], "nme": _metrics(result["nme"]),
                       "pose_mae": {k: round(v, 2) for k, v in result.get("pose_mae", {}).items()},

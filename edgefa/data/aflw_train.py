@@ -27,7 +27,9 @@ class AFLWTrain(Dataset):
     """``root`` holds crops/, train.list, pts21.npy, roi_box.npy and yaws.npy.
 
     ``pose`` carries the yaw, pitch/roll NaN. With ``labels=FILE`` (``python -m training.labels``)
-    each sample also has refined 62 params and 68 points, for the crop and for its mirror. ``yaws.npy`` is signed, in the Pose_Para convention
+    each sample also has refined 62 params and 68 points, for the crop and for its mirror. Those 68
+    points are fitted labels, not ground truth: an evaluation on such a spec scores against them, so
+    validate on the plain spec (its AFLW-21 points). ``yaws.npy`` is signed, in the Pose_Para convention
     (the shared README calls it |yaw|, but values run from -90 to 96 and the 3DDFA-V2 peer's yaw
     agrees in sign: correlation 0.97 on the validation split).
     """
@@ -56,11 +58,12 @@ class AFLWTrain(Dataset):
         self.index = keep  # position in train.list
         self.names = [self.names[i] for i in keep]
         self.pts21, self.roi_boxes, self.yaws = self.pts21[keep], self.roi_boxes[keep], self.yaws[keep]
-        self.labels = None
+        self.labels, self.labels_face_model = None, None
         if labels is not None:
             from edgefa.data.labels import read_labels
 
             self.labels = read_labels(labels, self.names)
+            self.labels_face_model = self.labels["meta"].get("face_model")
 
     def val_mask(self) -> np.ndarray:
         """Which of these faces belong to the fixed validation split."""

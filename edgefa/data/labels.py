@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,7 @@ def read_labels(path: str | Path, names: list[str]) -> dict:
             data = {k: z[k] for k in ("names", "params", "pts68", "pose", "meta")}
     except KeyError as exc:
         raise EdgefaError(f"{path}: not an edgefa labels file (no {exc})") from None
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise EdgefaError(f"{path}: not a readable labels file ({str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
     try:
         meta = json.loads(str(data["meta"]))

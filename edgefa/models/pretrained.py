@@ -43,7 +43,7 @@ def pretrained_path(name: str) -> Path:
 
 def save_weights(path: str | Path, state_dict: dict, face_model: FaceModel, header: dict) -> None:
     """Write a weights file atomically: fp16 floating weights, integer buffers as they are."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from edgefa.fileio import atomic_write_bytes
 
@@ -54,13 +54,7 @@ def save_weights(path: str | Path, state_dict: dict, face_model: FaceModel, head
     for key in _FM_ARRAYS:
         tensors[f"face_model.{key}"] = torch.as_tensor(np.asarray(getattr(face_model, key), dtype=np.float32))
     header = {**header, "format": WEIGHTS_FORMAT, "face_model": {"name": face_model.name, "size": face_model.size}}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={"edgefa": json.dumps(header)})
-        atomic_write_bytes(path, tmp.read_bytes())
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(Path(path), save(tensors, metadata={"edgefa": json.dumps(header)}))
 
 
 def read_weights(path: str | Path) -> tuple[dict, FaceModel, dict]:

@@ -68,15 +68,25 @@ def create_model(name: str, pretrained: bool = False, **cfg) -> FaceRegressor:
     face model (needed to turn the 62 outputs into points) comes from ``load_pretrained``."""
     entry = model_entry(name)
     if pretrained:
+        from edgefa.errors import EdgefaError
         from edgefa.models.pretrained import pretrained_path, read_weights
 
-        state, _, header = read_weights(pretrained_path(name))
-        cfg = {**header.get("model_cfg", {}), **cfg}
+        path = pretrained_path(name)
+        state, _, header = read_weights(path)
+        shipped = header.get("model_cfg", {})
+        clash = {k: v for k, v in cfg.items() if shipped.get(k, entry.defaults.get(k)) != v}
+        if clash:
+            raise EdgefaError(f"model '{name}': the pretrained weights were trained with "
+                              f"{ {k: shipped.get(k, entry.defaults.get(k)) for k in clash} }, not {clash}")
+        cfg = {**shipped, **cfg}
     model = entry.builder(**{**entry.defaults, **cfg})
     model.registry_name = name
     model.registry_cfg = {**entry.defaults, **cfg}
     if pretrained:
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise EdgefaError(f"{path}: weights do not fit model '{name}' ({str(exc).splitlines()[0]})") from None
         model.eval()
     return model
 
