@@ -143,6 +143,9 @@ def test_labels_command_on_real_crops_feeds_the_reader_and_augmentation(tmp_path
     assert torch.isfinite(item["params"]).all()  # the flip took the mirror labels
     assert main([str(tmp_path / "x.npz"), "--data", f"aflw-train:{root},n=40", "--steps", "0"]) == 2
     assert "--steps 0: must be at least 1" in capsys.readouterr().err
+    assert main([str(tmp_path / "x.npz"), "--data", f"aflw-train:{root},n=40", "--lambdas", "1,x"]) == 2
+    assert "--lambdas 1,x: expected a comma list of positive numbers" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
     with pytest.raises(EdgefaError, match="no labels for"):
         create_dataset(f"aflw-train:{root},n=60,labels={out}")
 

@@ -272,8 +272,8 @@ def test_training_report_prints_the_label_quality_a_labels_file_records(tmp_path
     assert report_main(["--peer", "mobilenetv3_small_100", "--labels", str(labels), "--data", "synthetic:n=4",
                         "-o", str(out)]) == 0
     md = out.with_suffix(".md").read_text()
-    assert "### Label quality" in md and "| refined | 2.300 | 3.100 | 4.100 | **3.100** |" in md
-    assert json.loads(out.with_suffix(".json").read_text())["label_quality"]["chosen"]["lambda"] == 100.0
+    assert f"### Label quality: `{labels}`" in md and "| refined | 2.300 | 3.100 | 4.100 | **3.100** |" in md
+    assert json.loads(out.with_suffix(".json").read_text())["label_quality"][0]["chosen"]["lambda"] == 100.0
     del meta["check"]
     save_labels(labels, ["a.jpg"], np.zeros((1, 2, 62)), toy_face_model, meta)
     capsys.readouterr()

@@ -315,13 +315,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the procedure on AFLW2000-3D's 21 points and score it (a check only)")
     parser.add_argument("--steps", type=int, default=300, help="Adam steps per fit")
     parser.add_argument("--loo-faces", type=int, default=0, help="val faces for the selection (0: all)")
+    parser.add_argument("--lambdas", default=",".join(f"{v:g}" for v in LAMBDAS),
+                        help="comma list of ridge weights the selection tries")
     parser.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
     args = parser.parse_args(argv)
     try:
         if args.steps < 1:
             raise EdgefaError(f"--steps {args.steps}: must be at least 1")
+        try:
+            lambdas = tuple(float(v) for v in args.lambdas.split(","))
+        except ValueError:
+            lambdas = ()
+        if not lambdas or min(lambdas) <= 0:
+            raise EdgefaError(f"--lambdas {args.lambdas}: expected a comma list of positive numbers")
         meta = make_labels(args.output, fill_shared(args.data), fill_shared(args.teacher), args.check,
-                           args.steps, loo_faces=args.loo_faces)
+                           args.steps, lambdas=lambdas, loo_faces=args.loo_faces)
     except EdgefaError as exc:
         if args.debug:
             raise

@@ -44,7 +44,7 @@ def publish(checkpoint: str | Path, data: str = "aflw2000-3d", folder: Path = WE
                            "of_epochs": cfg.get("epochs"), "data": cfg.get("data", {}).get("train"),
                            "loss": cfg.get("loss"), "augment": cfg.get("augment"), "ema": cfg.get("ema"),
                            "seed": cfg.get("seed"), "git_commit": state.get("git_commit"),
-                           "val": state.get("metrics", {}).get("balanced_mean")},
+                           "val": state.get("metrics", {}).get("balanced_mean", float("nan"))},
               "licence": LICENCE}
     from edgefa.data.registry import create_dataset
 
@@ -83,11 +83,11 @@ def model_card(header: dict, path: Path, notes: str) -> str:
     if e.get("pose_mae"):
         lines.append("Pose MAE (degrees): " + ", ".join(f"{k} {v}" for k, v in e["pose_mae"].items()) + ".")
     lines += ["", "## Training", "",
-              f"- command: `{t['command']}` ({t['epochs']} of {t['of_epochs']} epochs, seed {t['seed']}, "
-              f"commit {t['git_commit']})",
+              f"- command: `{t['command']}` (the best-validation checkpoint: epoch {t['epochs']} of a "
+              f"{t['of_epochs']}-epoch run; seed {t['seed']}; edgefa commit {t['git_commit']} when saved)",
               f"- data: {json.dumps(t['data'])}",
               f"- loss: {json.dumps(t['loss'])}; EMA {t['ema']}; augment {json.dumps(t['augment'])}",
-              f"- validation (aflw-train val split, AFLW-21 points): {t['val']}", ""]
+              f"- validation NME (aflw-train val split, AFLW-21 points): {t['val']:.3f} %", ""]
     if notes:
         lines += [notes, ""]
     lines += ["## Licence", "", header["licence"], ""]

@@ -122,7 +122,7 @@ def label_quality_markdown(q: dict) -> str:
                      + f" | **{r['balanced_mean']:.3f}** |" for name, r in q["check"]["nme"].items())
     sel = q["selection"]
     table = ", ".join(f"{r['correspondence']} λ={r['lambda']:g}: {r['loo_nme']:.3f}" for r in sel["table"])
-    return (f"\n### Label quality\n\nThe refined labels' procedure (`{q['command']}`; chosen: "
+    return (f"\n### Label quality: `{q['file']}`\n\nThe refined labels' procedure (`{q['command']}`; chosen: "
             f"{q['chosen']['correspondence']} correspondence, λ = {q['chosen']['lambda']:g}) run on AFLW2000-3D's "
             f"own 21 points and scored against its 68-point labels. A check only: the settings were chosen "
             f"by {sel['method']} ({sel['faces']} faces; hidden-point error in % of face size: {table}).\n\n"
@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer", help="a peer model spec evaluated the same way, e.g. 3ddfa-v2-mb05:PATH")
     parser.add_argument("-o", "--out", required=True, help="output path without suffix")
     parser.add_argument("--notes", type=Path, help="Markdown put above the table (status, how the runs were made)")
-    parser.add_argument("--labels", type=Path, help="a refined-labels file made with --check: its label-quality rows")
+    parser.add_argument("--labels", type=Path, nargs="+", default=[],
+                        help="refined-labels files made with --check: their label-quality rows")
     parser.add_argument("--previous", type=Path,
                         help="an earlier report's JSON: its rows for runs not given here are carried over, marked")
     args = parser.parse_args(argv)
@@ -188,10 +189,9 @@ def _write(args, argv) -> int:
     facts = machine_facts()
     command = "python -m training.report " + " ".join(sys.argv[1:] if argv is None else argv)
     notes = args.notes.read_text().strip() + "\n\n" if args.notes else ""
-    quality = label_quality(args.labels) if args.labels else None
+    quality = [label_quality(path) for path in args.labels]
     markdown = notes + to_markdown(rows, facts, command, args.data)  # before writing: no half report
-    if quality:
-        markdown += label_quality_markdown(quality)
+    markdown += "".join(label_quality_markdown(q) for q in quality)
     atomic_write_json(with_ext(out, ".json"), {"command": command, "machine": facts, "data": args.data,
                                                  "rows": rows, **({"label_quality": quality} if quality else {})})
     atomic_write_bytes(with_ext(out, ".md"), markdown.encode())
