@@ -95,6 +95,8 @@ def load_predictor(text: str, device: str = "cpu", threads: int | None = None) -
                               "for trained weights pass the .pt checkpoint path")
         from edgefa.facemodel.synthetic import synthetic_face_model
 
+        if "pretrained" in spec.options:  # the shipped weights come with their own face model
+            raise EdgefaError(f"--model {text}: write {spec.kind}:pretrained for the shipped weights")
         model = create_model(spec.kind, **spec.options)
         return TorchPredictor(model, synthetic_face_model(), f"{spec.kind} (untrained)", device)
     path = Path(text)

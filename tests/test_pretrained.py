@@ -51,6 +51,8 @@ def test_missing_or_broken_weights_are_one_line(shipped, tmp_path, capsys):
     assert main(["eval", "--model", "mobilenetv2_100:pretrained", "--data", "synthetic:seed=1,n=4"]) == 2
     err = capsys.readouterr().err.strip()
     assert "mobilenetv2_100.safetensors: not an edgefa weights file" in err and len(err.splitlines()) == 1
+    assert main(["eval", "--model", f"{NAME},pretrained=true", "--data", "synthetic:seed=1,n=4"]) == 2
+    assert f"write {NAME}:pretrained" in capsys.readouterr().err
 
 
 def test_publish_writes_weights_and_a_card_measured_on_the_file(tmp_path, monkeypatch, capsys):
