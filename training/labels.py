@@ -201,7 +201,9 @@ def load_crops(dataset) -> tuple[np.ndarray, np.ndarray]:
     from edgefa.data.workers import single_thread_worker
 
     images, pts = [], []
-    for batch in DataLoader(dataset, batch_size=512, num_workers=2, worker_init_fn=single_thread_worker):
+    # worker processes only pay for the full set; small sets decode in-process (no fork at all)
+    workers = 2 if len(dataset) > 2000 else 0
+    for batch in DataLoader(dataset, batch_size=512, num_workers=workers, worker_init_fn=single_thread_worker):
         images.append(batch["image"].numpy())
         pts.append(original_to_crop(batch["pts21"].numpy(), batch["roi_box"].numpy(), dataset.size))
     return np.concatenate(images), np.concatenate(pts)
