@@ -17,14 +17,19 @@ BIN_NAMES = ("[0,30]", "(30,60]", "(60,90]")
 POSE_YAW_LIMIT = 99.0
 
 
+def face_size(points: np.ndarray) -> np.ndarray:
+    """sqrt(w * h) of each face's (B, N, 2+) point box: the NME normaliser."""
+    pts = np.asarray(points, dtype=np.float64)[..., :2]
+    extent = pts.max(axis=1) - pts.min(axis=1)  # (B, 2) w, h
+    return np.sqrt(extent[:, 0] * extent[:, 1])
+
+
 def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Per-face NME in percent; pred, gt (B, 68, 2+) in the same (original) pixels."""
     pred = np.asarray(pred, dtype=np.float64)[..., :2]
     gt = np.asarray(gt, dtype=np.float64)[..., :2]
-    extent = gt.max(axis=1) - gt.min(axis=1)  # (B, 2) w, h
-    norm = np.sqrt(extent[:, 0] * extent[:, 1])
     err = np.linalg.norm(pred - gt, axis=-1).mean(axis=1)
-    return 100.0 * err / norm
+    return 100.0 * err / face_size(gt)
 
 
 def yaw_bin_index(yaws: np.ndarray) -> np.ndarray:

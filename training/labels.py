@@ -33,6 +33,7 @@ from edgefa.facemodel.geometry import (dewhiten, euler_angles, landmarks, model_
                                        project_to_crop, split_params, whiten)
 from edgefa.data.labels import LABELS_FORMAT, save_labels
 from edgefa.fileio import check_writable
+from edgefa.metrics import face_size
 from training.augment import FLIP_21, FLIP_68
 
 # AFLW point -> the 68 landmarks whose mean anchors it (brows, eye corners and centres, ears at the
@@ -188,12 +189,6 @@ def leave_one_out(prior_raw: np.ndarray, gt21: np.ndarray, corr: Correspondence,
     return float(100.0 * np.mean(err / norm))
 
 
-def face_scale(pts: np.ndarray) -> np.ndarray:
-    """sqrt(w * h) of each face's (B, N, 2+) point box, the NME normaliser."""
-    extent = pts[..., :2].max(axis=1) - pts[..., :2].min(axis=1)
-    return np.sqrt(extent[:, 0] * extent[:, 1])
-
-
 def load_crops(dataset) -> tuple[np.ndarray, np.ndarray]:
     """Decoded crops (N, S, S, 3) uint8 and the 21 points (N, 21, 2) in crop pixels."""
     from torch.utils.data import DataLoader
@@ -275,7 +270,7 @@ def make_labels(out: str | Path, data: str, teacher_spec: str, check: str | None
         sel = sel[np.linspace(0, len(sel) - 1, loo_faces).astype(int)]
     if len(sel) == 0:
         raise EdgefaError(f"--data {data}: no validation faces to choose the fit's settings on (use split=all)")
-    scale = face_scale(prior["avg68"][sel])
+    scale = face_size(prior["avg68"][sel])
     table = []
     for corr in (naive, learned):
         for lam in lambdas:
