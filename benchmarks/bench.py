@@ -19,10 +19,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmarks.machine import machine_facts
-from converters.formats import FORMATS, format_of_path, parse_list
 from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.fileio import atomic_write_bytes, atomic_write_json, check_writable
 from edgefa.paths import shared_root
+from edgefa.runtime.formats import FORMATS, format_of_path, parse_list
 
 RUNTIMES = ("torch", "onnxruntime", "litert", "coreml")
 MEDIAPIPE_NOTE = "n/a: 468-point topology"
@@ -54,7 +54,7 @@ def _file_target(path: Path, peer: bool = False) -> Target:
     if not path.exists():
         return Target(name, "missing", str(path), fmt.runtime_key, peer, note=f"{path}: file not found")
     if fmt.name == "tflite":
-        from converters.to_tflite import read_metadata
+        from edgefa.runtime.tflite import read_metadata
 
         try:
             meta = read_metadata(path.read_bytes())
@@ -248,7 +248,7 @@ def run_bench(inputs: list[str], out: str | Path, runtimes="torch,onnxruntime,li
     targets = collect_targets(inputs)
     for t in targets:  # peers are exported like the user's files: peek at the files' metadata
         if t.kind == "file":
-            from converters.runtime import load_runner
+            from edgefa.runtime.artifact import load_runner
 
             try:
                 t.info.update(_peek(t.ref, load_runner))

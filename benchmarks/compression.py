@@ -12,7 +12,7 @@ running it on the dataset (AFLW2000-3D), never the PyTorch model.
     python benchmarks/compression.py run --source S --stages p50 --method taylor -o runs/compression/NAME-taylor
     python benchmarks/compression.py report runs/compression/NAME runs/compression/NAME-taylor --previous reports/compression.json
 
-Everything it does goes through the library (``quantization.recipe``, ``converters.export``,
+Everything it does goes through the library (``edgefa.app.compress``, ``converters.export``,
 ``benchmarks.bench``); this script only fixes the study's variants and lays out the table.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from benchmarks.machine import machine_line, script_command, versions_line
 from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.fileio import atomic_write_json, write_md_json
+from edgefa.metrics import BIN_NAMES
 
 # variant -> (what it is, the precision its files are exported at)
 VARIANTS = {
@@ -42,7 +43,6 @@ VARIANTS = {
 STAGES = {"float": ("float",), "ptq": ("ptq",), "qat": ("qat",), "p30": ("p30", "p30-ft"),
           "p50": ("p50", "p50-ft"), "p50-ft-qat": ("p50-ft-qat",)}
 GOALS = {"int8": 0.10, "p50-ft": 0.15}  # the issue's NME budgets over float, in NME points
-BINS = ("[0,30]", "(30,60]", "(60,90]")
 
 
 def _cfg(source: str, args, overrides: list[str]) -> dict:
@@ -120,7 +120,7 @@ def _where() -> str:
 
 
 def run_study(args) -> int:
-    from quantization.recipe import prune_checkpoint, qat_checkpoint
+    from edgefa.app.compress import prune_checkpoint, qat_checkpoint
 
     run, source = Path(args.output), Path(args.source)
     if not source.is_file():
@@ -296,7 +296,7 @@ def _section(s: dict) -> list[str]:
     others = sorted({r["delta_vs"] for r in s["rows"] if r.get("delta_vs") not in (None, s["label"])})
     if others:
         out += [f"Δ vs float: the float files of `{'`, `'.join(others)}` (same source checkpoint).", ""]
-    out += ["| variant | file | params (M) | MACs (M) | size (MB) | p50 1t (ms) | " + " | ".join(BINS)
+    out += ["| variant | file | params (M) | MACs (M) | size (MB) | p50 1t (ms) | " + " | ".join(BIN_NAMES)
             + " | balanced | Δ vs float | pose MAE |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in s["rows"]:
@@ -304,7 +304,7 @@ def _section(s: dict) -> list[str]:
         file = f"✗ not written: {r['failed']}" if r.get("failed") else f"`{r['file']}`"
         out.append(f"| {r['what']} | {file} | {_f(r['params_m'], '.2f')} | {_f(r['macs_m'], '.1f')} | "
                    f"{_f(r['size_mb'], '.2f')} | {_f(r.get('p50_1t'), '.2f')} {runtime} | "
-                   + " | ".join(_f(r.get(b), ".3f") for b in BINS)
+                   + " | ".join(_f(r.get(b), ".3f") for b in BIN_NAMES)
                    + f" | **{_f(r.get('nme_mean'), '.3f')}** | {_f(r['delta'], '+.3f')} | {_f(r.get('pose_mae'), '.2f')} |")
     times = [f"{k} {v['seconds'] / 60:.1f} min" + (f" ({_short(v['on'])})" if v.get("on") else "")
              for k, v in s["stages"].items() if not k.startswith("export")]

@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.machine import machine_line, script_command, versions  # noqa: E402
 from converters.export import STATUS_MARK, run_export  # noqa: E402
 from edgefa.fileio import write_md_json  # noqa: E402
 from edgefa.paths import shared_root  # noqa: E402
-from benchmarks.machine import machine_line, script_command, versions  # noqa: E402
 
 MODELS = ["mobilenetv2_100", "mobilenetv3_small_100", "mobilenetv3_large_100", "mobilevit_xs", "mobilevitv2_100"]
 
@@ -77,7 +77,7 @@ def to_markdown(report: dict) -> str:
     for entry in report["models"]:
         for r in entry["rows"]:
             p = r["parity"] if "landmark_px_max" in r["parity"] else {}
-            cell = (lambda k, f: format(p[k], f) if k in p else "–")
+            cell = (lambda k, f, p=p: format(p[k], f) if k in p else "–")
             reason = r["reason"].replace("|", "/")
             lines.append(f"| {entry['model']} | {'trained' if entry['trained'] else 'untrained'} | {r['format']} | "
                          f"{r['precision']} | {r['size_mb']:.2f} | {cell('params_max_abs', '.1e')} | "

@@ -27,10 +27,6 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _label(row: dict) -> str:
-    return row["label"]
-
-
 def ced_plot(curves: list[tuple[str, dict]]) -> bytes | None:
     """curves: (label, {"nme": [...], "fraction": [...]}) per model."""
     if not curves:

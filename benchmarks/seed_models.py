@@ -23,8 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.machine import machine_line, script_command, versions_line  # noqa: E402
 from edgefa.errors import EdgefaError  # noqa: E402
 from edgefa.fileio import write_md_json  # noqa: E402
-
-BINS = ("[0,30]", "(30,60]", "(60,90]")
+from edgefa.metrics import BIN_NAMES  # noqa: E402
 
 # What each paper reports on AFLW2000-3D (NME % per yaw bin, balanced mean; pose MAE mean in degrees),
 # and its setting, so the report can say why ours differs. None: the paper gives no such number.
@@ -95,7 +94,7 @@ def bench_all(folders: list[Path], args, command: str) -> dict[tuple[str, str], 
 def seed_row(run: Path, info: dict, export: list[dict], bench: dict) -> dict:
     ort, lite = bench.get((run.name, "onnxruntime"), {}), bench.get((run.name, "litert"), {})
     return {**info, "export": export, "params_m": ort.get("params_m"), "gmacs": (ort.get("macs_m") or 0) / 1e3 or None,
-            "bins": [ort.get(b) for b in BINS], "nme_mean": ort.get("nme_mean"), "nme_plain": ort.get("nme_plain"),
+            "bins": [ort.get(b) for b in BIN_NAMES], "nme_mean": ort.get("nme_mean"), "nme_plain": ort.get("nme_plain"),
             "pose_mae": ort.get("pose_mae"), "litert_nme": lite.get("nme_mean"), "ort_p50_1t": ort.get("p50_1t"),
             "litert_p50_1t": lite.get("p50_1t"), "paper": PAPERS.get(info["model"])}
 
@@ -113,7 +112,7 @@ def markdown(rows: list[dict], notes: str, command: str, data: str) -> str:
              f"real crops (fp32: max landmark difference in crop pixels vs PyTorch). The same bench ran the TFLite "
              f"files on the same faces: their NME, 2-thread latency and the peers beside them are in "
              f"`reports/benchmark.md` (its last run).", "",
-             "| model | source | params (M) | GMACs | " + " | ".join(BINS) + " | balanced | pose MAE | "
+             "| model | source | params (M) | GMACs | " + " | ".join(BIN_NAMES) + " | balanced | pose MAE | "
              "ORT p50 1t (ms) | LiteRT p50 1t (ms) | parity ONNX / TFLite (px) | epochs | train time |",
              "|" + "---|" * 14]
     for r in rows:

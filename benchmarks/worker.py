@@ -18,17 +18,13 @@ import numpy as np
 
 from benchmarks.timing import latency_stats, peak_rss_mb, rss_mb, time_calls
 from edgefa.errors import EdgefaError
+from edgefa.fileio import file_size_mb
 
 EVENT_PREFIX = "@@edgefa "
 
 
 def emit(event: str, **data) -> None:
     print(EVENT_PREFIX + json.dumps({"event": event, **data}, default=float), flush=True)
-
-
-def file_size_mb(path: Path) -> float:
-    files = path.rglob("*") if path.is_dir() else [path]
-    return sum(f.stat().st_size for f in files if f.is_file()) / 1e6
 
 
 def latency_crops(data: str | None, batch: int) -> np.ndarray:
@@ -50,14 +46,14 @@ class FileTarget:
     """An edgefa-exported .onnx / .tflite / .mlpackage, run in its format's runtime."""
 
     def __init__(self, path: str):
-        from converters.formats import format_of_path
+        from edgefa.runtime.formats import format_of_path
 
         self.path = Path(path)
         self.format = format_of_path(self.path)
 
     def load(self, threads: int, crops: np.ndarray):
-        from converters.graph import prepare_input
-        from converters.runtime import load_runner
+        from edgefa.runtime.artifact import load_runner
+        from edgefa.runtime.inputs import prepare_input
 
         _, runner = load_runner(self.path, threads)
         self.metadata = runner.metadata
@@ -79,7 +75,7 @@ class FileTarget:
                 "size_mb": file_size_mb(self.path), "size_of": "file"}
 
     def predictor(self, threads: int):
-        from converters.runtime import ArtifactPredictor
+        from edgefa.runtime.artifact import ArtifactPredictor
 
         return ArtifactPredictor(self.path, threads=threads)
 
@@ -138,9 +134,9 @@ class ForeignTFLiteTarget:
     def load(self, threads: int, crops: np.ndarray):
         import cv2
 
-        from converters.to_tflite import _interpreter
+        from edgefa.runtime.tflite import interpreter
 
-        interp = _interpreter(str(self.path), threads=threads)
+        interp = interpreter(str(self.path), threads=threads)
         interp.allocate_tensors()
         detail = interp.get_input_details()[0]
         _, h, w, _ = detail["shape"]
@@ -164,9 +160,9 @@ class ForeignTFLiteTarget:
 
 
 def _tflite_constants(path: Path):
-    from converters.to_tflite import _schema
+    from edgefa.runtime.tflite import schema_module
 
-    schema = _schema()
+    schema = schema_module()
     content = path.read_bytes()
     model = schema.Model.GetRootAs(content, 0)
     graph = model.Subgraphs(0)
@@ -187,9 +183,9 @@ def tflite_param_count(path: Path) -> int | None:
 
 def tflite_weight_precision(path: Path) -> str:
     try:
-        from converters.to_tflite import _schema
+        from edgefa.runtime.tflite import schema_module
 
-        names = {v: k for k, v in vars(_schema().TensorType).items() if not k.startswith("_")}
+        names = {v: k for k, v in vars(schema_module().TensorType).items() if not k.startswith("_")}
         kinds = {names.get(t.Type(), "?") for t in _tflite_constants(path) if t.ShapeLength() > 1}
         return "fp16" if "FLOAT16" in kinds else "int8" if "INT8" in kinds else "fp32"
     except Exception:  # noqa: BLE001
@@ -270,4 +266,4 @@ if __name__ == "__main__":
     except Exception as exc:  # noqa: BLE001  (unexpected: one line for the row, the trace on stderr)
         traceback.print_exc()
         emit("crash", note=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        raise SystemExit(1)
+        raise SystemExit(1) from None

@@ -1,1 +1,1 @@
-"""Device-file exporters: one module per format, one format table (``converters.formats``)."""
+"""Device-file exporters: one module per format, one format table (``edgefa.runtime.formats``)."""

@@ -7,6 +7,7 @@ runtime cannot run, e.g. CoreML on Linux) -> rename into place only if the gate 
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -17,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.formats import ExportFormat, plan
 from converters.graph import ExportGraph
 from converters.parity import compare, gate, torch_outputs
 from edgefa import __version__
 from edgefa.errors import EdgefaError
-from edgefa.fileio import atomic_write_json
+from edgefa.fileio import atomic_write_json, file_size_mb
+from edgefa.runtime.formats import ExportFormat, plan
+from quantization.qat import is_qat  # importing it also lets QAT checkpoints load (a rebuild hook)
 
 DEFAULT_CALIB = "synthetic:seed=7"
 DEFAULT_PARITY = "synthetic:seed=8"
@@ -155,15 +157,8 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _size_mb(path: Path) -> float:
-    files = path.rglob("*") if path.is_dir() else [path]
-    return sum(f.stat().st_size for f in files if f.is_file()) / 1e6
-
-
 def export_one(fmt: ExportFormat, precision: str, graph: ExportGraph, src: Source, out: Path,
                calib: np.ndarray | None, x: np.ndarray, ref: dict, options: dict) -> Row:
-    from quantization.qat import is_qat
-
     row = Row(fmt.name, precision)
     if is_qat(graph.net) and (precision != "int8" or fmt.name == "coreml"):
         row.reason = ("a QAT checkpoint exports as ONNX / TFLite int8 (its learned scales); "
@@ -172,12 +167,13 @@ def export_one(fmt: ExportFormat, precision: str, graph: ExportGraph, src: Sourc
     final = out / fmt.file_name(src.label + ("" if graph.postprocess else "-raw"), precision)
     tmp = out / f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{fmt.suffix}"
     start = time.perf_counter()
-    module = fmt.converter()
+    fmt.require()
+    module = importlib.import_module(fmt.writer)
     try:
         kwargs = {"int8_io": True} if options.get("int8_io") and fmt.name == "tflite" and precision == "int8" else {}
         row.info = module.export(graph, tmp, precision, calib, metadata_for(src, graph, fmt, precision), **kwargs) or {}
         if fmt.runs_here():
-            runner = module.load(tmp, threads=options.get("threads"))
+            runner = fmt.runner_module().load(tmp, threads=options.get("threads"))
             row.parity = compare(graph, ref, runner.run(x))
             passed, row.reason = gate(row.parity, precision)
             row.status = "ok" if passed else "failed"
@@ -187,7 +183,7 @@ def export_one(fmt: ExportFormat, precision: str, graph: ExportGraph, src: Sourc
             row.status = "unverified" if check.get("ok") else "failed"
             row.reason = (f"spec valid; run/parity need {', '.join(fmt.runs_on)}" if check.get("ok")
                           else "; ".join(check.get("problems", ["spec check failed"])))
-        row.size_mb = round(_size_mb(tmp), 3)
+        row.size_mb = round(file_size_mb(tmp), 3)
         if row.status != "failed":
             _remove(final)
             os.replace(tmp, final)
@@ -240,7 +236,7 @@ def format_rows(rows: list[Row]) -> str:
     lines = [head, "-" * (len(head) + 20)]
     for r in rows:
         p = r.parity if "landmark_px_max" in r.parity else {}
-        num = (lambda k, f: f"{p[k]:{f}}" if k in p else "-")
+        num = (lambda k, f, p=p: f"{p[k]:{f}}" if k in p else "-")
         lines.append(f"{r.format:<8}{r.precision:<10}{r.size_mb:>9.2f}{num('params_max_abs', '.2e'):>13}"
                      f"{num('landmark_px_max', '.4f'):>12}{num('nme_points_mean', '.4f'):>11}  "
                      f"{STATUS_MARK[r.status]} {Path(r.file).name if r.file else ''}"

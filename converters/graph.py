@@ -9,11 +9,10 @@
   math are in the graph, so a phone app needs no BFM files.
 
 Everything is written with ops that ONNX, LiteRT and CoreML all convert (no ``linalg.cross``,
-no boolean indexing); ``tests/test_export_graph.py`` pins it to ``edgefa.facemodel.geometry``.
+no boolean indexing): the pose math is ``edgefa.facemodel.geometry``'s own; ``tests/test_export.py``
+pins the graph's outputs to the library's.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -21,62 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgefa.facemodel.base import N_EXPR, N_POSE, N_SHAPE, FaceModel
-
-RAW_OUTPUTS = {"params": "whitened 3DMM parameters (B, 62): raw = params * param_std + param_mean; "
-                         "12 pose (3x4 [sR|t], row-major), 40 shape, 10 expression"}
-POST_OUTPUTS = {
-    "landmarks": "68 3D landmarks (B, 68, 3) in crop pixels: x right, y down, z depth (3DDFA convention)",
-    "pose": "head pose (B, 3): yaw, pitch, roll in degrees (AFLW2000-3D Pose_Para convention)",
-    "params": "raw 3DMM parameters (B, 62): 12 pose (3x4 [sR|t], row-major), 40 shape, 10 expression",
-}
+from edgefa.facemodel.geometry import pose_matrix_to_euler
+from edgefa.runtime.formats import POST_OUTPUTS, RAW_OUTPUTS
+from edgefa.runtime.inputs import prepare_input
 
 
 def _f32(arr) -> torch.Tensor:
     return torch.as_tensor(np.asarray(arr, dtype=np.float32))
-
-
-def euler_from_pose_matrix(pose: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 4) [sR|t] -> (B, 3) yaw, pitch, roll in degrees; the same as
-    ``geometry.euler_angles`` (gimbal lock included) in export-friendly ops."""
-    r1, r2 = pose[:, 0, :3], pose[:, 1, :3]
-    r1 = r1 / torch.sqrt((r1 * r1).sum(-1, keepdim=True))
-    r2 = r2 / torch.sqrt((r2 * r2).sum(-1, keepdim=True))
-    # r3 = r1 x r2 written out: linalg.cross does not convert everywhere
-    r3 = torch.stack([r1[:, 1] * r2[:, 2] - r1[:, 2] * r2[:, 1],
-                      r1[:, 2] * r2[:, 0] - r1[:, 0] * r2[:, 2],
-                      r1[:, 0] * r2[:, 1] - r1[:, 1] * r2[:, 0]], dim=-1)
-    # Pose_Para matrix m = R^T, so m[i, j] = R[j, i] with R's rows r1, r2, r3
-    sin_yaw = (-r1[:, 2]).clamp(-1.0, 1.0)
-    yaw = torch.asin(sin_yaw)
-    pitch = torch.atan2(r2[:, 2], r3[:, 2])
-    roll = torch.atan2(r1[:, 1], r1[:, 0])
-    locked = sin_yaw.abs() > 0.9999
-    positive = sin_yaw > 0
-    pitch_locked = torch.where(positive, torch.atan2(r2[:, 0], r3[:, 0]), torch.atan2(-r2[:, 0], -r3[:, 0]))
-    pitch = torch.where(locked, pitch_locked, pitch)
-    roll = torch.where(locked, torch.zeros_like(roll), roll)
-    return torch.stack([yaw, pitch, roll], dim=-1) * (180.0 / math.pi)
-
-
-def prepare_input(crops_bgr: np.ndarray, spec: dict) -> np.ndarray:
-    """uint8 BGR crops -> the tensor an ``edgefa.input`` spec describes (size, colour, layout, dtype,
-    mean/std). For a bare graph this is exactly ``edgefa.predictor.to_model_input``: the same
-    bilinear resize and normalisation training used."""
-    x = torch.from_numpy(np.ascontiguousarray(crops_bgr)).permute(0, 3, 1, 2).float()
-    if spec["color"] == "RGB":
-        x = x.flip(1)
-    h, w = spec["size"]
-    if tuple(x.shape[-2:]) != (h, w):
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-    if spec["dtype"] == "uint8":
-        x = x.round().clamp(0, 255).to(torch.uint8)
-    else:
-        mean = torch.tensor(spec["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(spec["std"], dtype=torch.float32).view(1, 3, 1, 1)
-        x = (x - mean) / std
-    if spec["layout"] == "NHWC":
-        x = x.permute(0, 2, 3, 1)
-    return np.ascontiguousarray(x.numpy())
 
 
 class ExportGraph(nn.Module):
@@ -138,7 +88,7 @@ class ExportGraph(nn.Module):
         v = verts @ pose[:, :, :3].transpose(1, 2) + pose[:, :, 3:].transpose(1, 2)
         # crop pixels, 3DDFA convention: x - 1, y flipped
         lms = torch.stack([v[..., 0] - 1.0, self.fm_size - v[..., 1], v[..., 2]], dim=-1)
-        return lms, euler_from_pose_matrix(pose)
+        return lms, pose_matrix_to_euler(pose)
 
     def forward(self, x: torch.Tensor):
         if not self.postprocess:

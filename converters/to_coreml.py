@@ -19,12 +19,8 @@
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import math
-import platform
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -33,38 +29,15 @@ import numpy as np
 import torch
 
 from edgefa.errors import EdgefaError
+from edgefa.runtime.coreml import coremltools_module, open_model, quiet
+from edgefa.runtime.formats import INPUT_NAME
 
-INPUT_NAME = "input"
 DEPLOYMENT_TARGET = "iOS16"  # spec 7 / macOS 13: mlprogram with int8 and LUT weight compression
 PRECISIONS = ("fp32", "fp16", "int8", "palette6", "palette4", "sparse50")
 COMPRESSED = ("int8", "palette6", "palette4", "sparse50")  # weight-only, applied to the fp16 program
 NEEDS_MACOS = "predict / parity / latency (Core ML framework: macOS only)"
 _CONSTEXPR = {"constexpr_affine_dequantize": "int8", "constexpr_blockwise_shift_scale": "int8",
               "constexpr_lut_to_dense": "palettized", "constexpr_sparse_to_dense": "sparse"}
-
-
-@contextlib.contextmanager
-def _quiet():
-    """coremltools logs 'torch version not tested' / 'libcoremlpython' at import and draws tqdm bars on
-    stderr for every pass; silence both here only, restore afterwards."""
-    loggers = [logging.getLogger(n) for n in ("coremltools", "torch.utils._pytree")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def _ct():
-    with _quiet():
-        import coremltools
-        import coremltools.optimize.coreml  # the compression API, used as coremltools.optimize.coreml
-    return coremltools
 
 
 def _atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -146,7 +119,7 @@ def _compress(ct, model, precision: str, keep: list[str]):
         op_config = opt.OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor")
         fn, how = opt.palettize_weights, f"{nbits}-bit kmeans palettized weights (per-tensor LUT) on the fp16 program"
     config = opt.OptimizationConfig(global_config=op_config, op_name_configs={name: None for name in keep})
-    with _quiet():
+    with quiet():
         return fn(model, config), how
 
 
@@ -158,13 +131,13 @@ def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata
         raise EdgefaError(f"{path}: a CoreML ML program is saved as a folder ending in .mlpackage")
     if precision not in PRECISIONS:
         raise EdgefaError(f"CoreML precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    ct = _ct()
+    ct = coremltools_module()
     program, example = _exported_program(graph)
     names = list(graph.output_meanings)
     param_std = graph.param_std.numpy() if graph.postprocess else None
     selector = _NetworkOnly(param_std)
     fp32 = precision == "fp32"
-    with _quiet():
+    with quiet():
         model = ct.convert(
             program, convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, deployment_target),
             inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape), dtype=np.float32)],
@@ -198,46 +171,9 @@ def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata
                                            f"{crop}, NCHW float32 (pixel - mean) / std, see edgefa.input")
     for name, meaning in graph.output_meanings.items():
         model.output_description[name] = meaning
-    with _quiet():
+    with quiet():
         model.save(str(path))
     return info
-
-
-def _open(path: Path, runtime: bool, compute_units: str = "CPU_ONLY"):
-    if not (path.is_dir() and (path / "Manifest.json").is_file()):
-        raise EdgefaError(f"{path}: not a CoreML .mlpackage (expected a folder with Manifest.json)")
-    ct = _ct()
-    try:
-        with _quiet():
-            return ct.models.MLModel(str(path), skip_model_load=not runtime, compute_units=ct.ComputeUnit[compute_units])
-    except Exception as exc:  # noqa: BLE001  (any load failure is the file's fault: one line)
-        raise EdgefaError(f"{path}: not a loadable CoreML model ({type(exc).__name__}: {str(exc)[:160]})") from None
-
-
-class CoreMLRunner:
-    """``threads`` is ignored (Core ML has no thread setting); ``compute_units`` picks CPU / GPU / ANE:
-    CPU_ONLY (default) for parity, ALL for on-device latency."""
-
-    def __init__(self, path: str | Path, threads: int | None = None, compute_units: str = "CPU_ONLY"):
-        self.path = Path(path)
-        self.runs_here = platform.system() == "Darwin"
-        self.model = _open(self.path, self.runs_here, compute_units)
-        spec = self.model.get_spec()
-        self.metadata = dict(spec.description.metadata.userDefined)
-        self.input_name = spec.description.input[0].name
-        self.output_names = [o.name for o in spec.description.output]
-
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        if not self.runs_here:
-            raise EdgefaError(f"{self.path}: CoreML runs only on macOS (Core ML framework); "
-                              "on this machine only the spec can be checked (converters.to_coreml.validate)")
-        x = np.asarray(x, dtype=np.float32)  # a uint8 crop for a post-processing file: same values
-        outs = [self.model.predict({self.input_name: x[i:i + 1]}) for i in range(len(x))]
-        return {n: np.concatenate([np.asarray(o[n], np.float32) for o in outs]) for n in self.output_names}
-
-
-def load(path: str | Path, threads: int | None = None, compute_units: str = "CPU_ONLY") -> CoreMLRunner:
-    return CoreMLRunner(path, threads, compute_units)
 
 
 def _spec_ops(block):
@@ -290,8 +226,8 @@ def validate(path: str | Path, graph) -> dict:
     from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry
     from coremltools.proto import MIL_pb2
 
-    ct = _ct()
-    spec = _open(Path(path), runtime=False).get_spec()
+    ct = coremltools_module()
+    spec = open_model(Path(path), runtime=False).get_spec()
     inputs = [_feature(d) for d in spec.description.input]
     outputs = [_feature(d) for d in spec.description.output]
     example = graph.example_input(1).to(torch.float32)

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from edgefa.errors import EdgefaError
+from edgefa.runtime.formats import INPUT_NAME
+from edgefa.runtime.onnx import session
 
 OPSET = 20
-INPUT_NAME = "input"
 
 
 def _torch_to_onnx(graph, batch_dim: bool = True):
@@ -178,18 +179,6 @@ def _quantize_nncf(model, calib: np.ndarray, exclude: list[str]):
     return nncf.quantize(model, dataset, subset_size=len(calib), **kwargs)
 
 
-def _session(model_or_path, threads: int | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    src = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-
-
 def _error(sess, ref: np.ndarray, x: np.ndarray) -> float:
     out = sess.run(None, {INPUT_NAME: x})[0]
     return float(np.sqrt(np.mean((out - ref) ** 2)) / (np.std(ref) + 1e-12))
@@ -203,13 +192,13 @@ def _int8(model, graph, calib: np.ndarray) -> tuple[object, dict]:
     exclude = _float_only_nodes(model) if graph.postprocess else []
     hold = max(1, len(calib) // 5)
     fit, check = calib[:-hold], calib[-hold:]
-    ref = _session(model).run(None, {INPUT_NAME: check})[0]
+    ref = session(model).run(None, {INPUT_NAME: check})[0]
     candidates, notes = {}, {}
     for name, fn in (("nncf", _quantize_nncf), ("onnxruntime", _quantize_ort)):
         try:
             with _quiet():
                 candidates[name] = fn(model, fit, exclude)
-            notes[name] = round(_error(_session(candidates[name]), ref, check), 5)
+            notes[name] = round(_error(session(candidates[name]), ref, check), 5)
         except ImportError:
             notes[name] = "not installed"
         except Exception as exc:
@@ -254,25 +243,3 @@ def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return info
-
-
-class OnnxRunner:
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import onnx
-
-        path = Path(path)
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-            self.session = _session(path, threads)
-        except Exception as exc:
-            raise EdgefaError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: {str(exc)[:160]})") from None
-        self.metadata = {p.key: p.value for p in proto.metadata_props}
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(None, {self.input_name: x})))
-
-
-def load(path: str | Path, threads: int | None = None) -> OnnxRunner:
-    return OnnxRunner(path, threads)

@@ -20,11 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from converters.graph import POST_OUTPUTS, RAW_OUTPUTS
 from edgefa.errors import EdgefaError
-
-INPUT_NAME = "input"
-METADATA_NAME = "edgefa"  # Model.metadata entry holding a JSON object of all metadata keys
+from edgefa.runtime.formats import INPUT_NAME
+from edgefa.runtime.tflite import METADATA_NAME, interpreter, schema_module
 
 
 class _Named(nn.Module):
@@ -105,7 +103,7 @@ def _float_only_scopes(content: bytes, graph) -> list[str]:
     ~1e6 for the BFM, into the last layer's weights: in float16 those become inf)."""
     if not graph.postprocess:
         return []
-    interp = _interpreter(content=content)
+    interp = interpreter(content=content)
     interp.allocate_tensors()
     basis = tuple(graph.lm_basis.T.shape)  # FULLY_CONNECTED weights are (out, in)
     scopes = []
@@ -139,13 +137,6 @@ def _fp16(content: bytes, graph) -> tuple[bytes, str]:
     out = bytes(q.quantize(enable_progress_report=False).quantized_model)
     return out, "ai-edge-quantizer float casting: float16 conv/linear weights, float32 compute" + (
         f"; {len(keep)} post-processing op(s) kept float32 (landmark basis, folded de-whitening)" if keep else "")
-
-
-def _schema():
-    for name in ("ai_edge_litert.schema_py_generated", "litert_converter.schema_py_generated"):
-        with contextlib.suppress(ImportError):
-            return __import__(name, fromlist=["Model"])
-    return None
 
 
 def _opcode(model, schema, builtin: int) -> int:
@@ -197,7 +188,7 @@ def _finish(content: bytes, metadata: dict[str, str], float_io: bool = False) ->
     """Embed the metadata (and, if asked, restore float I/O) in one flatbuffer rewrite."""
     from ai_edge_litert.tools import flatbuffer_utils
 
-    schema = _schema()
+    schema = schema_module()
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
     if float_io:
         _float_interface(model, schema)
@@ -208,22 +199,6 @@ def _finish(content: bytes, metadata: dict[str, str], float_io: bool = False) ->
     model.buffers.append(buffer)
     model.metadata.append(schema.MetadataT(name=METADATA_NAME, buffer=len(model.buffers) - 1))
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def read_metadata(content: bytes) -> dict[str, str]:
-    """The ``edgefa`` entry of ``Model.metadata`` ({} when absent or no schema module is installed)."""
-    schema = _schema()
-    if schema is None:
-        return {}
-    model = schema.Model.GetRootAs(content, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() == METADATA_NAME.encode():
-            buf = model.Buffers(entry.Buffer())
-            data = (content[buf.Offset():buf.Offset() + buf.Size()] if buf.Offset() > 1
-                    else buf.DataAsNumpy().tobytes())
-            return json.loads(data.decode())
-    return {}
 
 
 def _version() -> str:
@@ -274,63 +249,8 @@ def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata
                 content, info["fp16"] = _fp16(content, graph)
     meta = {**metadata, **({"edgefa.calibration": info["calibration"]} if "calibration" in info else {})}
     data = _finish(content, meta, float_io)
-    ends = _interpreter(content=data)
+    ends = interpreter(content=data)
     info["io"] = f"{_dtypes(ends.get_input_details())} input, {_dtypes(ends.get_output_details())} outputs"
     Path(path).write_bytes(data)
     info["metadata"] = f"Model.metadata['{METADATA_NAME}'] (JSON object, {len(meta)} keys)"
     return info
-
-
-def _interpreter(path: str | None = None, content: bytes | None = None, threads: int | None = None):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # the design card's runtime; ai-edge-litert is its maintained successor
-        from tflite_runtime.interpreter import Interpreter
-    return Interpreter(model_path=path, model_content=content, num_threads=threads)
-
-
-class TFLiteRunner:
-    def __init__(self, path: str | Path, threads: int | None = None):
-        path = Path(path)
-        try:
-            content = path.read_bytes()
-            if content[4:8] != b"TFL3":
-                raise ValueError("no TFL3 file identifier")
-            self.interpreter = _interpreter(str(path), threads=threads)
-            self.runner = self.interpreter.get_signature_runner()
-            self.metadata = read_metadata(content)
-        except Exception as exc:
-            raise EdgefaError(f"{path}: not a loadable TFLite model ({type(exc).__name__}: {str(exc)[:160]})") from None
-        self.inputs = self.runner.get_input_details()
-        self.input_name = INPUT_NAME if INPUT_NAME in self.inputs else next(iter(self.inputs))  # non-edgefa file
-        self.input = self.inputs[self.input_name]
-        self.outputs = self.runner.get_output_details()
-        # signature outputs come sorted by name: put them back in the graph's order
-        order = list(json.loads(self.metadata.get("edgefa.outputs", "{}"))) or list({**POST_OUTPUTS, **RAW_OUTPUTS})
-        self.output_names = [n for n in order if n in self.outputs] + [n for n in self.outputs if n not in order]
-
-    @staticmethod
-    def _quant(detail) -> tuple[float, int] | None:
-        scale, zero = detail["quantization"]
-        return (scale, zero) if scale and np.issubdtype(detail["dtype"], np.integer) else None
-
-    def _feed(self, x: np.ndarray) -> np.ndarray:
-        dtype, q = self.input["dtype"], self._quant(self.input)
-        if q and not np.issubdtype(x.dtype, np.integer):  # int8 I/O: quantize what graph.prepare gives
-            info = np.iinfo(dtype)
-            return np.clip(np.round(x / q[0] + q[1]), info.min, info.max).astype(dtype)
-        return x.astype(dtype, copy=False)
-
-    def _fetch(self, name: str, y: np.ndarray) -> np.ndarray:
-        q = self._quant(self.outputs[name])
-        return (y.astype(np.float32) - q[1]) * np.float32(q[0]) if q else y
-
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        x = self._feed(np.asarray(x))
-        batch = int(self.input["shape"][0])
-        chunks = [self.runner(**{self.input_name: x[i:i + batch]}) for i in range(0, len(x), batch)]
-        return {n: np.concatenate([self._fetch(n, c[n]) for c in chunks]) for n in self.output_names}
-
-
-def load(path: str | Path, threads: int | None = None) -> TFLiteRunner:
-    return TFLiteRunner(path, threads)

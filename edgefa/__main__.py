@@ -1,3 +1,3 @@
-from edgefa.cli import main
+from edgefa.app.cli import main
 
 raise SystemExit(main())

@@ -56,3 +56,10 @@ def write_md_json(stem: str | Path, record: dict, markdown: str) -> Path:
     atomic_write_json(with_ext(stem, ".json"), record)
     atomic_write_bytes(with_ext(stem, ".md"), markdown.encode())
     return with_ext(stem, ".md")
+
+
+def file_size_mb(path: str | Path) -> float:
+    """Size in MB (1e6 bytes) of a file, or of every file in a folder (an .mlpackage)."""
+    path = Path(path)
+    files = path.rglob("*") if path.is_dir() else [path]
+    return sum(f.stat().st_size for f in files if f.is_file()) / 1e6

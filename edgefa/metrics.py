@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, float("inf")))
+YAW_BIN_EDGES = (30.0, 60.0)  # upper edges of the first two |yaw| bins (inclusive); the third is open
 BIN_NAMES = ("[0,30]", "(30,60]", "(60,90]")
 POSE_YAW_LIMIT = 99.0
 
@@ -35,7 +35,7 @@ def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def yaw_bin_index(yaws: np.ndarray) -> np.ndarray:
     """0, 1, 2 for the three |yaw| bins (0 includes 30 exactly, as in 3DDFA)."""
     a = np.abs(np.asarray(yaws, dtype=np.float64))
-    return np.where(a <= 30.0, 0, np.where(a <= 60.0, 1, 2))
+    return np.searchsorted(np.asarray(YAW_BIN_EDGES), a, side="left")
 
 
 def nme_by_yaw(nmes: np.ndarray, yaws: np.ndarray) -> dict:

@@ -5,47 +5,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.facemodel.base import FaceModel
-from edgefa.facemodel.geometry import dewhiten, euler_angles, landmarks
+from edgefa.facemodel.geometry import dewhiten
+from edgefa.runtime.artifact import ArtifactPredictor
+from edgefa.runtime.formats import format_of_path
+from edgefa.runtime.inputs import prepare_tensor
+from edgefa.runtime.predictor import Predictor
 from edgefa.specs import parse_spec
 
 PEER_KINDS = {"3ddfa-v2-mb05": 0.5, "3ddfa-v2-mb1": 1.0}
 
 
 def to_model_input(images: torch.Tensor, model) -> torch.Tensor:
-    """(B, S, S, 3) uint8 BGR -> normalised float NCHW at the model's input size and colour order.
-
-    Shared by training and prediction so both feed the network identically.
-    """
-    x = images.permute(0, 3, 1, 2).float()
-    if model.input_color == "RGB":
-        x = x.flip(1)
-    if x.shape[-1] != model.input_size or x.shape[-2] != model.input_size:
-        # bilinear with half-pixel centres, as cv2.resize(INTER_LINEAR) for these small rescales
-        x = F.interpolate(x, size=(model.input_size, model.input_size), mode="bilinear", align_corners=False)
-    return (x - model.input_mean) / model.input_std
-
-
-class Predictor:
-    """uint8 BGR crops (B, S, S, 3) in; ``predict`` gives raw params, ``predict_geometry`` the
-    landmarks (B, 68, 3) in pixels of a ``crop_size`` crop and yaw/pitch/roll (B, 3) in degrees."""
-
-    name: str
-    face_model: FaceModel | None
-
-    @property
-    def crop_size(self) -> int:
-        return int(self.face_model.size)
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict_geometry(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        params = self.predict(images).astype(np.float32)
-        return landmarks(params, self.face_model), euler_angles(params.astype(np.float64))
+    """(B, S, S, 3) uint8 BGR -> normalised float NCHW at the model's input size and colour order."""
+    return prepare_tensor(images, model.input_spec())
 
 
 class TorchPredictor(Predictor):
@@ -70,9 +45,8 @@ def load_predictor(text: str, device: str = "cpu", threads: int | None = None) -
     from edgefa.models.checkpoint import load_3ddfa_v2, model_from_checkpoint
     from edgefa.models.registry import create_model, list_models
 
-    artifact = _artifact_predictor(text, threads)
-    if artifact is not None:
-        return artifact
+    if format_of_path(text) is not None:  # run in its own runtime
+        return ArtifactPredictor(text, threads=threads)
     spec = parse_spec(text, set(PEER_KINDS) | set(list_models()))
     if spec is not None and spec.kind in PEER_KINDS:
         if not spec.path:
@@ -105,14 +79,3 @@ def load_predictor(text: str, device: str = "cpu", threads: int | None = None) -
         return TorchPredictor(model, fm, path.stem if path.stem not in ("best", "last") else
                               f"{path.parent.name}/{path.name}", device)
     raise unknown_name_error("model", text.partition(":")[0], set(PEER_KINDS) | set(list_models()))
-
-
-def _artifact_predictor(text: str, threads: int | None):
-    try:  # converters is an edgefa sibling package; absent only in a partial install
-        from converters.formats import format_of_path
-        from converters.runtime import ArtifactPredictor
-    except ImportError:
-        return None
-    if format_of_path(text) is None:
-        return None
-    return ArtifactPredictor(text, threads=threads)

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from edgefa.errors import EdgefaError, unknown_name_error
+from edgefa.models.architecture import arch_diff, shape_attrs
 from edgefa.profile import count_macs, count_params
-from quantization.architecture import arch_diff, shape_attrs
 
 METHODS = ("magnitude", "taylor")
 ACCEPT = 0.05  # a rounding whose best cut misses the asked MACs ratio by more falls back to a finer one

@@ -23,7 +23,10 @@ import copy
 import torch
 from torch import nn
 
+from edgefa.errors import EdgefaError
+from edgefa.models.architecture import register_rebuild_hook
 from edgefa.models.registry import FaceRegressor
+from quantization.prune import family_of
 
 SCHEME = ("litert-torch PT2EQuantizer (torchao pt2e QAT): per-channel symmetric int8 weights, "
           "per-tensor affine int8 activations")
@@ -109,11 +112,11 @@ class QATRegressor(FaceRegressor):
         """The exported graph refuses ``.train()``/``.eval()``: torchao rewrites its BN / dropout
         ops instead; frozen BN statistics stay frozen whatever the mode."""
         from torchao.quantization.pt2e import (
+            disable_observer,
+            enable_observer,
             move_exported_model_to_eval,
             move_exported_model_to_train,
         )
-
-        from torchao.quantization.pt2e import disable_observer, enable_observer
 
         self.training = mode
         (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.qat)
@@ -171,9 +174,6 @@ UNSUPPORTED_FAMILIES = ("query_decoder", "dense")
 def prepare_qat(float_model: FaceRegressor, settings: dict | None = None) -> QATRegressor:
     """Rebuild step and fresh start alike: the same export + prepare on the same architecture
     gives the same state_dict keys, so saved tensors load back exactly."""
-    from edgefa.errors import EdgefaError
-    from quantization.prune import family_of
-
     if family_of(float_model) in UNSUPPORTED_FAMILIES:
         raise EdgefaError(f"QAT of '{float_model.registry_name}' is not supported: its training-mode outputs "
                           "(decoder branch / dense points) are not a plain regression; use PTQ "
@@ -221,3 +221,7 @@ def qat_calibration_note(model: QATRegressor) -> str:
             f"{s.get('source', '?')}; BN frozen after {s.get('freeze_bn_after')}, observers after "
             f"{s.get('freeze_observers_after')}); {s['scheme']}"
             + ("; network output (62 params) kept float" if s.get("float_output") else ""))
+
+
+# checkpoints of QAT models rebuild through this (edgefa.models.architecture sits below us)
+register_rebuild_hook("qat", prepare_qat)

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from edgefa.cli import main
+from edgefa.app.cli import main
 from edgefa.data.aflw2000 import AFLW2000Crops, AFLW2000Original
 from edgefa.data.base import crop_to_original, original_to_crop
 from edgefa.evaluate import evaluate

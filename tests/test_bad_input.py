@@ -7,7 +7,7 @@ import pytest
 import scipy.io
 import torch
 
-from edgefa.cli import main
+from edgefa.app.cli import main
 from edgefa.data.images import read_image
 from edgefa.errors import EdgefaError
 

@@ -10,9 +10,9 @@ from benchmarks.bench import check_request, run_bench
 from benchmarks.tables import flat_rows
 from benchmarks.timing import latency_stats, time_calls
 from converters.export import run_export
-from converters.formats import RUNTIME_IMPORTS
-from edgefa.cli import main
+from edgefa.app.cli import main
 from edgefa.errors import EdgefaError
+from edgefa.runtime.formats import RUNTIME_IMPORTS
 
 QUIET = {"progress": lambda *_: None}
 FAST = {"warmup": 1, "runs": 3, "progress": False}

@@ -13,6 +13,7 @@ from converters import to_coreml
 from converters.graph import ExportGraph
 from edgefa.errors import EdgefaError
 from edgefa.models.registry import create_model
+from edgefa.runtime import coreml as coreml_runtime
 
 ON_MAC = platform.system() == "Darwin"
 
@@ -48,7 +49,7 @@ def exports(tmp_path_factory, model, toy_face_model):
 
 def test_fp16_bare_metadata_roundtrip(exports):
     graph, path, _ = exports(False, "fp16")
-    runner = to_coreml.load(path)
+    runner = coreml_runtime.load(path)
     assert runner.input_name == "input" and runner.output_names == ["params"]
     assert runner.metadata["edgefa.model"] == "mobilenet_v1_3ddfa"
     assert runner.metadata["edgefa.precision"] == "fp16"
@@ -70,7 +71,7 @@ def test_postprocess_validates_with_float_tail(exports):
         ("landmarks", [1, 68, 3]), ("pose", [1, 3]), ("params", [1, 62])]
     assert check["inputs"] == [{"name": "input", "shape": [1, graph.crop_size, graph.crop_size, 3], "dtype": "float32"}]
     # no uint8 tensors in Core ML: the file says float32 0..255
-    meta = json.loads(to_coreml.load(path).metadata["edgefa.input"])
+    meta = json.loads(coreml_runtime.load(path).metadata["edgefa.input"])
     assert meta["dtype"] == "float32" and meta["layout"] == "NHWC" and info["input_spec"] == meta
     assert check["weights"].get("postprocess_float32", 0) > 0  # landmark basis kept in float32
     assert "atan2" not in check["ops"] and check["ops"]["atan"] == 4  # the exact lowering, 4 atan2 calls
@@ -93,13 +94,13 @@ def test_not_a_package_is_an_error(tmp_path):
     bogus = tmp_path / "model.mlpackage"
     bogus.write_text("not a model")
     with pytest.raises(EdgefaError, match="model.mlpackage"):
-        to_coreml.load(bogus)
+        coreml_runtime.load(bogus)
 
 
 @pytest.mark.skipif(ON_MAC, reason="Linux/Windows behaviour; macOS runs the parity test")
 def test_run_needs_macos(exports):
     graph, path, _ = exports(False, "fp16")
-    runner = to_coreml.load(path)
+    runner = coreml_runtime.load(path)
     with pytest.raises(EdgefaError, match="only on macOS"):
         runner.run(graph.example_input(1).numpy())
 
@@ -110,7 +111,7 @@ def test_parity_on_macos(exports):
 
     graph, path, _ = exports(True, "fp32")
     x = np.random.default_rng(0).integers(0, 256, (4, graph.crop_size, graph.crop_size, 3), dtype=np.uint8)
-    metrics = compare(graph, torch_outputs(graph, x), to_coreml.load(path).run(x))
+    metrics = compare(graph, torch_outputs(graph, x), coreml_runtime.load(path).run(x))
     assert gate(metrics, "fp32")[0], metrics
 
 

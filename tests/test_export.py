@@ -12,12 +12,12 @@ import torch
 
 from converters import parity
 from converters.export import run_export
-from converters.formats import FORMATS, get_format, plan
-from converters.graph import ExportGraph, euler_from_pose_matrix
-from edgefa.cli import main
+from converters.graph import ExportGraph
+from edgefa.app.cli import main
 from edgefa.errors import EdgefaError
 from edgefa.facemodel.geometry import euler_angles, euler_to_rotation, landmarks
-from edgefa.models.registry import create_model
+from edgefa.models.registry import create_model, list_models
+from edgefa.runtime.formats import FORMATS, get_format, plan
 
 QUIET = {"progress": lambda _: None}
 
@@ -30,7 +30,7 @@ def _skip_missing(fmt_name: str) -> None:
 
 # --- the graph that gets exported ------------------------------------------------------------
 
-def test_euler_in_graph_equals_geometry_including_gimbal_lock():
+def test_euler_angles_invert_euler_to_rotation_including_gimbal_lock():
     rng = np.random.default_rng(0)
     angles = np.concatenate([rng.uniform([-89, -60, -60], [89, 60, 60], (200, 3)),
                              [[90, 10, 0], [-90, -20, 0], [0, 0, 0]]])
@@ -39,7 +39,11 @@ def test_euler_in_graph_equals_geometry_including_gimbal_lock():
     pose = torch.from_numpy(np.concatenate([rot * scale, t], axis=2))
     params = torch.zeros(len(rot), 62, dtype=torch.float64)
     params[:, :12] = pose.reshape(-1, 12)
-    np.testing.assert_allclose(euler_from_pose_matrix(pose).numpy(), euler_angles(params.numpy()), atol=1e-6)
+    got = euler_angles(params.numpy())
+    np.testing.assert_allclose(got[:200], angles[:200], atol=1e-6)
+    # at |yaw| = 90 pitch and roll are one angle: all of it in pitch, roll 0, the same rotation
+    np.testing.assert_allclose(got[200:202, [0, 2]], [[90, 0], [-90, 0]], atol=1e-4)
+    np.testing.assert_allclose(euler_to_rotation(got), rot, atol=1e-6)
 
 
 def test_postprocess_graph_equals_library_math(toy_face_model):
@@ -150,16 +154,28 @@ def test_interrupt_leaves_no_half_file(tmp_path, monkeypatch):
 
 # --- the matrix ---------------------------------------------------------------------------------
 
-# one per op family: SE + hard-swish, MobileViT attention, MobileViT v2 linear attention (the
-# expand_as rewrite), 3DDFA's MobileNet-V1, and the multi-task heads
-BACKBONES = ["mobilenetv3_small_100", "mobilevit_xxs", "mobilevitv2_050", "mobilenet_v1_3ddfa",
-             "multitask_mobilenetv3_small_100"]
+def one_model_per_family() -> dict[str, str]:
+    """{registry family: its first registered model}: every family is exported, new ones included."""
+    from edgefa.models.registry import model_entry
+
+    first = {}
+    for name in list_models():
+        first.setdefault(model_entry(name).family, name)
+    return first
+
+
+# the timm family by op kind: SE + hard-swish, MobileViT attention, MobileViT v2 linear attention
+# (the expand_as rewrite); every other family by its first model (3DDFA's MobileNet-V1, Mobile-FRNet,
+# the multi-task heads, the query decoder, the dense regressor's exportable fit)
+BACKBONES = sorted({"mobilenetv3_small_100", "mobilevit_xxs", "mobilevitv2_050"}
+                   | {name for family, name in one_model_per_family().items() if family != "timm"})
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_backbone_exports_fp32(backbone, fmt, tmp_path):
     _skip_missing(fmt)
+    torch.manual_seed(0)  # the dense regressor's fit is conditioned by its random head
     rows, _ = run_export(backbone, fmt, "fp32", tmp_path, parity_n=2, postprocess=fmt != "onnx", **QUIET)
     _check_row(rows[0], fmt)
 
@@ -190,7 +206,7 @@ def test_peer_exports_every_precision(fmt, precision, tmp_path, peer_checkpoint,
                                parity_data=f"aflw2000-3d:{aflw2000_root}", parity_n=8, **QUIET)
     _check_row(rows[0], fmt)
     if get_format(fmt).runs_here():  # the file itself says how to feed it, and evaluates like the model
-        from converters.runtime import ArtifactPredictor
+        from edgefa.runtime.artifact import ArtifactPredictor
 
         predictor = ArtifactPredictor(rows[0].file)
         assert json.loads(predictor.runner.metadata["edgefa.input"])["dtype"] in ("uint8", "float32")
@@ -201,10 +217,10 @@ def test_peer_exports_every_precision(fmt, precision, tmp_path, peer_checkpoint,
 @pytest.mark.parametrize("postprocess", [False, True])
 def test_exported_file_evaluates_like_the_model(postprocess, tmp_path):
     """``edgefa eval FILE``: fed and read from the file's own metadata, it gives the model's landmarks."""
-    from converters.runtime import ArtifactPredictor
     from edgefa.data.synthetic import SyntheticFaces
     from edgefa.facemodel.synthetic import synthetic_face_model
     from edgefa.predictor import TorchPredictor
+    from edgefa.runtime.artifact import ArtifactPredictor
 
     torch.manual_seed(0)
     model = create_model("mobilenetv3_small_100", input_size=64)

@@ -124,10 +124,9 @@ def test_broken_or_mismatched_labels_file_is_one_error_line(tmp_path, toy_face_m
 def test_labels_command_on_real_crops_feeds_the_reader_and_augmentation(tmp_path, capsys):
     """End to end on 40 aflw-train crops: teacher prior, selection on the val faces, the file, then
     the reader's samples carry params for the crop and its mirror that a flip uses."""
-    from tests.conftest import shared_path
-
     from edgefa.data.registry import create_dataset
-    from training.augment import AugmentConfig, augment_sample
+    from tests.conftest import shared_path
+    from training.augment import AugmentConfig
     from training.data import TrainSet
 
     root = shared_path("data", "aflw-train")

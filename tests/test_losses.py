@@ -10,8 +10,18 @@ import torch
 from edgefa.errors import EdgefaError
 from edgefa.facemodel.base import DenseMesh, FaceModel
 from edgefa.facemodel.geometry import euler_to_rotation, whiten
-from training.losses import (LOSSES, build_loss, euler_angle_loss, masked_landmark_loss, multitask_loss,
-                             vdc_loss, wing_loss, wing_mse_loss, wpdc_loss, wpdc_weights)
+from training.losses import (
+    LOSSES,
+    build_loss,
+    euler_angle_loss,
+    masked_landmark_loss,
+    multitask_loss,
+    vdc_loss,
+    wing_loss,
+    wing_mse_loss,
+    wpdc_loss,
+    wpdc_weights,
+)
 
 
 # ---------------------------------------------------------------- numpy references (no edgefa geometry)

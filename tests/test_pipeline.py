@@ -1,8 +1,8 @@
 """edgefa pipeline: every stage end to end on a tiny run, and a finished stage is not redone."""
 import json
 
-from edgefa.cli import main
-from edgefa.pipeline import Pipeline, load_pipeline_config
+from edgefa.app.cli import main
+from edgefa.app.pipeline import Pipeline, load_pipeline_config
 
 CONFIG = "training/configs/pipeline-quick.yaml"
 TINY = ['train.overrides=["epochs=1","batch_size=8","data.train=synthetic:seed=0,n=16","data.val=synthetic:seed=1,n=8",'

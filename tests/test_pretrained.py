@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import edgefa.models.pretrained as pretrained
-from edgefa.cli import main
+from edgefa.app.cli import main
 from edgefa.errors import EdgefaError
 from edgefa.models.registry import create_model, load_pretrained
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgefa.cli import main
+from edgefa.app.cli import main
 from edgefa.errors import EdgefaError
 from edgefa.models.checkpoint import model_from_checkpoint, save_checkpoint
 from edgefa.models.registry import create_model

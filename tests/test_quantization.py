@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgefa.cli import main
+from edgefa.app.cli import main
 from edgefa.models.checkpoint import model_from_checkpoint, save_checkpoint
 from edgefa.models.registry import create_model
 
@@ -76,7 +76,7 @@ def test_qat_int8_files_pass_parity_and_track_the_float_model(qat_run, float_che
     from converters.export import load_crops, run_export
     from converters.graph import ExportGraph
     from converters.parity import compare, torch_outputs
-    from converters.runtime import load_runner
+    from edgefa.runtime.artifact import load_runner
 
     rows, _ = run_export(str(qat_run / "best.pt"), "onnx,tflite", "int8", tmp_path, parity_n=8, **QUIET)
     assert [r.status for r in rows] == ["ok", "ok"], [r.reason for r in rows]
@@ -108,7 +108,7 @@ def test_qat_model_refuses_float_precisions(qat_run, tmp_path):
 
 def test_ptq_int8_artifacts_record_calibration(float_checkpoint, tmp_path):
     from converters.export import run_export
-    from converters.runtime import load_runner
+    from edgefa.runtime.artifact import load_runner
 
     rows, _ = run_export(str(float_checkpoint), "onnx,tflite", "int8", tmp_path, calib_n=10, parity_n=4, **QUIET)
     assert [r.status for r in rows] == ["ok", "ok"], [r.reason for r in rows]

@@ -14,6 +14,7 @@ from edgefa.data.synthetic import (
 from edgefa.facemodel import geometry as g
 from edgefa.facemodel.synthetic import synthetic_face_model
 from edgefa.facemodel.synthetic_bases import EXPRESSIONS
+from edgefa.metrics import yaw_bin_index
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,8 @@ def test_dense_mesh_and_landmark_rows_agree(fm):
     assert np.isin(d.landmark_index, d.triangles).all()
     # model space: y up, z toward the camera, subject's right (landmark 0) at negative x
     assert fm.mean[0, 0] < 0 < fm.mean[16, 0] and fm.mean[8, 1] < fm.mean[27, 1] < fm.mean[19, 1]
-    assert fm.mean[30, 2] == fm.mean[:, 2].max()
+    assert fm.mean[36, 0] < fm.mean[45, 0]  # iBUG order: eye corners subject's right to left
+    assert fm.mean[30, 2] == fm.mean[:, 2].max() and fm.mean[8, 1] == fm.mean[:, 1].min()
 
 
 def test_shape_basis_is_orthogonal_and_param_stats_are_measured(fm):
@@ -99,6 +101,7 @@ def test_sampler_matches_geometry_and_frames_faces(fm):
     params = sample_params_batch(np.random.default_rng(1), fm, 400)
     pose = g.euler_angles(params.astype(np.float64))
     assert np.ptp(pose[:, 0]) > 60 and np.abs(pose[:, 0]).min() < 10 and np.abs(pose[:, 0]).max() > 80
+    assert (np.bincount(yaw_bin_index(pose[:, 0]), minlength=3) > 80).all()  # every AFLW2000-3D yaw bin
     upright = np.abs(pose[:, 0]) < 80  # pitch/roll are not separable near |yaw| = 90
     assert np.abs(pose[upright, 1:]).max() <= 30.01
     pts = g.landmarks(params, fm)

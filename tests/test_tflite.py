@@ -16,6 +16,7 @@ from converters.graph import ExportGraph
 from converters.parity import compare, gate, torch_outputs
 from edgefa.errors import EdgefaError
 from edgefa.models.registry import FaceRegressor
+from edgefa.runtime import tflite as tflite_runtime
 
 
 class TinyRegressor(FaceRegressor):
@@ -88,7 +89,7 @@ def test_fp32_round_trip_with_metadata(tmp_path, face_model, crops):
     meta = {"edgefa.model": "tiny", "edgefa.outputs": '{"params": "x"}', "edgefa.precision": "fp32"}
     info = to_tflite.export(graph, path, "fp32", None, meta)
     assert info["converter"].startswith("litert-torch")
-    runner = to_tflite.load(path, threads=1)
+    runner = tflite_runtime.load(path, threads=1)
     assert runner.metadata == meta
     assert runner.input_name == "input" and runner.output_names == ["params"]
     x = graph.prepare(crops[:5])  # batch 5 through a batch-1 file
@@ -101,7 +102,7 @@ def test_fp32_round_trip_with_metadata(tmp_path, face_model, crops):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"not a flatbuffer at all")
     with pytest.raises(EdgefaError, match="bad.tflite"):
-        to_tflite.load(bad)
+        tflite_runtime.load(bad)
 
 
 def test_int8_postprocess_keeps_geometry_float(tmp_path, face_model, crops):
@@ -110,7 +111,7 @@ def test_int8_postprocess_keeps_geometry_float(tmp_path, face_model, crops):
     calib, x = graph.prepare(crops[:16]), graph.prepare(crops[16:])
     info = to_tflite.export(graph, path, "int8", calib, {"edgefa.precision": "int8"})
     assert "16 crops" in info["calibration"] and "network only" in info["calibration"]
-    runner = to_tflite.load(path, threads=1)
+    runner = tflite_runtime.load(path, threads=1)
     assert runner.output_names == ["landmarks", "pose", "params"]
     assert runner.input["dtype"] == np.uint8
     assert runner.metadata["edgefa.calibration"] == info["calibration"]

@@ -4,7 +4,7 @@ import shlex
 import pytest
 import torch
 
-from edgefa.cli import main
+from edgefa.app.cli import main
 from edgefa.errors import EdgefaError
 from edgefa.models.checkpoint import load_checkpoint
 from training.config import load_config
@@ -102,6 +102,40 @@ def test_train_tiny_run_writes_checkpoints_and_resumes_exactly(tmp_path, capsys,
         torch.testing.assert_close(resumed["ema"][key], value, msg=key)
 
 
+def test_init_starts_a_second_stage_from_a_runs_or_a_published_weights_file(tmp_path, capsys):
+    from edgefa.models.pretrained import read_weights, save_weights
+    from edgefa.models.registry import create_model
+    from training.trainer import init_weights
+
+    assert main(_tiny(tmp_path, "epochs=1", f"output={tmp_path}/stage1")) == 0
+    stage1 = load_checkpoint(tmp_path / "stage1" / "best.pt")
+    cfg = load_config(QUICK, [f"init={tmp_path}/stage1/best.pt"])
+    model = create_model(cfg["model"]["name"])
+    digest = init_weights(model, cfg)
+    for key, value in stage1["state_dict"].items():
+        torch.testing.assert_close(model.state_dict()[key], value, msg=key)
+    # a published (fp16) file of the same weights starts the same model, to fp16 precision
+    from edgefa.models.checkpoint import model_from_checkpoint
+
+    _, fm, _ = model_from_checkpoint(tmp_path / "stage1" / "best.pt")
+    save_weights(tmp_path / "w.safetensors", stage1["state_dict"], fm, {"model": cfg["model"]["name"]})
+    other = create_model(cfg["model"]["name"])
+    init_weights(other, {**cfg, "init": str(tmp_path / "w.safetensors")})
+    for key, value in read_weights(tmp_path / "w.safetensors")[0].items():
+        torch.testing.assert_close(other.state_dict()[key], value, msg=key)
+    # the second stage records where it started
+    assert main(_tiny(tmp_path, "epochs=1", f"init={tmp_path}/stage1/best.pt", f"output={tmp_path}/stage2")) == 0
+    summary = json.loads((tmp_path / "stage2" / "summary.json").read_text())
+    assert summary["init"] == {"path": f"{tmp_path}/stage1/best.pt", "weights_digest": digest}
+    capsys.readouterr()
+    assert main(_tiny(tmp_path, f"init={tmp_path}/nope.pt")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.pt: no such file" in err[0]
+    assert main(_tiny(tmp_path, "model.name=mobilenetv2_100", f"init={tmp_path}/stage1/best.pt")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds weights of" in err[0] and "mobilenetv2_100" in err[0]
+
+
 def test_without_a_tty_progress_is_plain_lines_with_loss_lr_and_eta(tmp_path, capsys):
     """tqdm hides its bar when stdout is not a terminal (a log file, CI): the trainer then prints
     plain progress lines, so a long epoch is not silent."""
@@ -150,7 +184,7 @@ def test_every_recipe_loads_and_names_a_registered_model(recipe):
     path = f"training/configs/{recipe}"
     kind = _recipe_kind(path)
     if kind == "pipeline":
-        from edgefa.pipeline import load_pipeline_config
+        from edgefa.app.pipeline import load_pipeline_config
 
         load_pipeline_config(path)  # every key checked
         return

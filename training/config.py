@@ -9,6 +9,9 @@ import yaml
 from edgefa.errors import EdgefaError, closest
 from edgefa.paths import fill_shared, unfill_shared
 
+# the shipped recipes (package data of ``training``)
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
 # Every valid key, with its default; a recipe or override naming another key is an error.
 DEFAULTS = {
     "name": "run",
@@ -17,6 +20,9 @@ DEFAULTS = {
     "threads": 0,  # torch CPU threads, 0: torch's default
     "channels_last": True,  # NHWC weights: 1.1-1.8x faster steps on CPU (measured, 2 cores), same numbers
     "model": {"name": "mobilenetv3_small_100", "cfg": {}},
+    # weights to start from (fine-tuning, a second stage): a run's best.pt / last.pt or a published
+    # .safetensors of the same model; null: the model's own initialisation
+    "init": None,
     "face_model": "synthetic",  # or bfm68[:DIR] (needed to distil from a 3DDFA teacher)
     "data": {"train": "synthetic:seed=0,n=2000", "val": "synthetic:seed=1,n=200", "workers": 2,
              "cache": True},

@@ -27,11 +27,10 @@ import torch
 
 from edgefa.data.aflw_train import AFLW21_TO_68
 from edgefa.data.base import crop_to_original, original_to_crop
+from edgefa.data.labels import LABELS_FORMAT, save_labels
 from edgefa.errors import EdgefaError
 from edgefa.facemodel.base import FaceModel
-from edgefa.facemodel.geometry import (dewhiten, euler_angles, landmarks, model_space_vertices,
-                                       project_to_crop, split_params, whiten)
-from edgefa.data.labels import LABELS_FORMAT, save_labels
+from edgefa.facemodel.geometry import dewhiten, landmarks, model_space_vertices, project_to_crop, split_params, whiten
 from edgefa.fileio import check_writable
 from edgefa.metrics import face_size
 from training.augment import FLIP_21, FLIP_68

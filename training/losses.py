@@ -16,8 +16,14 @@ import torch.nn.functional as F
 
 from edgefa.errors import unknown_name_error
 from edgefa.facemodel.base import FaceModel
-from edgefa.facemodel.geometry import (dewhiten, euler_angles, landmarks, model_space_vertices,
-                                       project_to_crop, split_params)
+from edgefa.facemodel.geometry import (
+    dewhiten,
+    euler_angles,
+    landmarks,
+    model_space_vertices,
+    project_to_crop,
+    split_params,
+)
 
 T_Z = 11  # index of the z translation in the 62 parameters
 

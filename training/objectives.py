@@ -33,7 +33,6 @@ from training.losses import (
 
 IDX21 = [i for i, j in sorted(AFLW21_TO_68.items()) if j is not None]
 IDX68 = [AFLW21_TO_68[i] for i in IDX21]
-TERMS = ("params", "landmarks", "pts21", "yaw", "distill", "euler", "branch_landmarks", "dense")
 
 
 def _param_distance(kind: str, pred_w, target_w, fm):
@@ -102,9 +101,7 @@ def _aux_terms(aux: dict, batch: dict, fm: FaceModel, cfg: dict, pct: float) -> 
     return terms
 
 
-def compute_loss(pred_w: torch.Tensor, batch: dict, fm: FaceModel, cfg: dict,
-                 teacher_raw: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """The weighted total and each term's value (for logs)."""
-    terms = loss_terms(pred_w, batch, fm, cfg, teacher_raw)
-    total = sum(cfg[k] * v for k, v in terms.items()) if terms else pred_w.sum() * 0.0
-    return total, {k: float(v.detach()) for k, v in terms.items()}
+def weighted(terms: dict, cfg: dict, like: torch.Tensor) -> list[torch.Tensor]:
+    """The recipe's weight times each term (their sum is the loss; PCGrad takes them one by one);
+    with no active term, one zero that still depends on ``like`` (the prediction) for backward."""
+    return [cfg[k] * v for k, v in terms.items()] or [like.sum() * 0.0]

@@ -14,7 +14,7 @@ gradients, untouched by the surgery (and never averaged, as in the reference imp
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
 from timm.utils import ModelEmaV3
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from edgefa.data.registry import create_dataset
@@ -31,7 +31,7 @@ from edgefa.models.registry import create_model
 from edgefa.predictor import TorchPredictor, to_model_input
 from training.config import load_config, portable_config
 from training.data import CachedDataset, build_train_set
-from training.objectives import loss_terms
+from training.objectives import loss_terms, weighted
 from training.pcgrad import PCGrad
 from training.schedule import lr_at
 
@@ -75,6 +75,30 @@ def weights_digest(model) -> str:
     for value in model.state_dict().values():
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def init_weights(model, cfg: dict) -> str:
+    """Load ``cfg['init']`` (a checkpoint's or weights file's tensors) into ``model``; its digest."""
+    path = Path(cfg["init"])
+    if not path.is_file():
+        raise EdgefaError(f"init {path}: no such file (a run's best.pt or a .safetensors weights file)")
+    if path.suffix == ".safetensors":
+        from edgefa.models.pretrained import read_weights
+
+        state, _, header = read_weights(path)
+        name = header.get("model")
+    else:
+        ckpt = load_checkpoint(path)
+        if ckpt.get("compression"):
+            raise EdgefaError(f"init {path}: a pruned/QAT checkpoint; fine-tune it with the quantization commands")
+        state, name = ckpt["state_dict"], ckpt["model"]["name"]
+    if name != cfg["model"]["name"]:
+        raise EdgefaError(f"init {path}: holds weights of '{name}', but the recipe's model is '{cfg['model']['name']}'")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise EdgefaError(f"init {path}: weights do not fit the recipe's model ({str(exc).splitlines()[0]})") from None
+    return weights_digest(model)
 
 
 def _distributed() -> tuple[int, int]:
@@ -123,6 +147,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     if own is not None and getattr(own, "name", fm.name) != fm.name:
         raise EdgefaError(f"model {cfg['model']['name']}: predicts points of face model '{own.name}', but the "
                           f"recipe's face_model is '{fm.name}' (set face_model: {own.name})")
+    init_digest = init_weights(model, cfg) if cfg["init"] and not resume else None
     if cfg["channels_last"]:  # the uint8 NHWC crops already arrive as channels-last NCHW views
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
@@ -189,14 +214,14 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
             aux = outputs if isinstance(outputs, dict) else None  # training-only outputs (query decoder, dense)
             pred_w = (outputs["params"] if aux is not None else outputs).float()
             terms = loss_terms(pred_w, batch, fm, cfg["loss"], teacher_raw, aux=aux)
-            weighted = [cfg["loss"][k] * v for k, v in terms.items()] or [pred_w.sum() * 0.0]
-            loss = sum(weighted)
+            loss_parts = weighted(terms, cfg["loss"], pred_w)
+            loss = sum(loss_parts)
             if not torch.isfinite(loss):
                 raise EdgefaError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {step}; "
                                   f"last good checkpoint kept in {out / 'last.pt'}")
             optimizer.zero_grad(set_to_none=True)
-            if surgery is not None and len(weighted) > 1:
-                surgery.pc_backward(weighted)
+            if surgery is not None and len(loss_parts) > 1:
+                surgery.pc_backward(loss_parts)
             else:
                 loss.backward()
             terms = {k: float(v.detach()) for k, v in terms.items()}
@@ -232,6 +257,8 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
             save_checkpoint(out / "last.pt", model, fm, optimizer=optimizer.state_dict(), rng=_rng_state(),
                             best=best, **extra)
     summary = {"best_val_nme": best, "history": history, "output": str(out), "world_size": world}
+    if init_digest:
+        summary["init"] = {"path": cfg["init"], "weights_digest": init_digest}
     if world > 1:
         digests = [None] * world
         dist.all_gather_object(digests, weights_digest(model))

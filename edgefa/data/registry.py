@@ -8,7 +8,6 @@ from edgefa.errors import EdgefaError, closest, unknown_name_error
 from edgefa.paths import shared_root
 from edgefa.specs import parse_spec
 
-
 # kind -> (module, class, default folder under shared/ or None if a path is required);
 # imported on use so one reader's dependencies (scipy for .mat) load only when needed
 DATASETS = {

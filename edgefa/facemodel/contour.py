@@ -1,26 +1,7 @@
-"""Contour-aware 3D-to-2D landmark correspondence (shared/papers/rdr-3d-2d-dual-learning.md, Sec. 1).
-
-The 17 jaw landmarks of a 3DMM are fixed vertices on the frontal outline of the face; once the head
-turns, those vertices slide round the cheek (and behind it), while a 2D annotator marks the visible
-outline. Following Zhu et al. (HPEN, ref. [15]) each contour landmark gets a "parallel line": the
-vertices it may move along, here a slab of face vertices through the landmark, across the frontal
-outline, running from the cheek back to just in front of the ear. For a posed face RDR then extracts
-the contour line first (the visible silhouette of the posed mesh) and takes, on each parallel line,
-a vertex that is on that contour line; only where no line vertex is on it does it fall back to [15]'s
-rule, the line vertex extreme in the outward direction (the minimal x on the left, the maximal x on
-the right; here the frontal outline's outward normal, so the chin landmarks move down/up too).
-
-- contour line = endpoints of mesh edges between a front-facing and a back-facing triangle that no
-  closer triangle covers (a point-in-triangle depth test against every front-facing triangle);
-- the pose is the full [sR|t] of the parameters: the silhouette is computed for the actual view, so
-  no assumption about which Euler angle is in-plane is needed;
-- interior landmarks (brows, eyes, nose, mouth) keep their fixed vertices, as in the paper.
-
-Works on any ``DenseMesh`` whose ``landmark_index`` marks the 68 landmarks (the synthetic model's
-mesh, or a user-provided dense BFM); ``extras["part"]`` (0 = head) limits lines to the head when
-present. The synthetic data uses it when asked (``synthetic:...,contour=true``); the default labels
-stay the fixed vertices, which is the AFLW2000-3D convention ("contour landmarks on the absolute
-jawline", RDR Sec. 3) that the evaluation uses.
+"""Contour-aware 3D-to-2D jaw landmarks (shared/papers/rdr-3d-2d-dual-learning.md, Sec. 1): each of the
+17 jaw landmarks moves along its "parallel line" of vertices to where the posed mesh's visible
+silhouette crosses it, as a 2D annotator marks the outline. Used by ``synthetic:...,contour=true``;
+the default labels keep the fixed vertices (the AFLW2000-3D convention). Details: docs/papers.md#contour.
 """
 from __future__ import annotations
 
@@ -82,27 +63,6 @@ def _covered(points: np.ndarray, tri_xyz: np.ndarray, skip: np.ndarray, eps: flo
     inside = (u >= 0) & (v >= 0) & (u + v <= 1)
     depth = a[:, 2] + u * (b[:, 2] - a[:, 2]) + v * (c[:, 2] - a[:, 2])
     return (inside & ~skip & (depth > points[:, None, 2] + eps)).any(1)
-
-
-def visible_contour(posed: np.ndarray, triangles: np.ndarray, eps: float = 0.5) -> np.ndarray:
-    """Vertex indices on the visible silhouette of a posed mesh (x right, y up, z toward the camera)."""
-    tri = posed[triangles]
-    nz = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])[:, 2]
-    front = nz > 0
-    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
-    facing = np.tile(front, 3)
-    key = np.sort(edges, axis=1)
-    order = np.lexsort((key[:, 1], key[:, 0]))
-    key, facing = key[order], facing[order]
-    same = (key[1:] == key[:-1]).all(1)
-    mixed = same & (facing[1:] != facing[:-1])  # an edge shared by a front- and a back-facing triangle
-    silhouette = np.unique(key[1:][mixed])
-    if len(silhouette) == 0:
-        return silhouette
-    front_tris = triangles[front]
-    skip = (front_tris[None] == silhouette[:, None, None]).any(2)  # a vertex's own triangles
-    hidden = _covered(posed[silhouette], posed[front_tris], skip, eps)
-    return silhouette[~hidden]
 
 
 def contour_vertex_index(params: np.ndarray, dense: DenseMesh, use_contour_line: bool = True) -> np.ndarray:

@@ -103,11 +103,15 @@ def landmarks(params, fm: FaceModel, dense: bool = False):
 
 
 def pose_to_rotation(pose: torch.Tensor):
-    """Pose matrix (B, 3, 4) -> scale (B,), rotation (B, 3, 3), translation (B, 3) as in 3DDFA's P2sRt."""
+    """Pose matrix (B, 3, 4) -> scale (B,), rotation (B, 3, 3), translation (B, 3) as in 3DDFA's P2sRt.
+
+    Written in ops every exporter converts (no linalg.norm / linalg.cross): the export graph uses it."""
     r1, r2 = pose[:, 0, :3], pose[:, 1, :3]
-    n1, n2 = r1.norm(dim=-1), r2.norm(dim=-1)
+    n1, n2 = torch.sqrt((r1 * r1).sum(-1)), torch.sqrt((r2 * r2).sum(-1))
     r1, r2 = r1 / n1.unsqueeze(-1), r2 / n2.unsqueeze(-1)
-    r3 = torch.linalg.cross(r1, r2, dim=-1)
+    r3 = torch.stack([r1[:, 1] * r2[:, 2] - r1[:, 2] * r2[:, 1],
+                      r1[:, 2] * r2[:, 0] - r1[:, 0] * r2[:, 2],
+                      r1[:, 0] * r2[:, 1] - r1[:, 1] * r2[:, 0]], dim=-1)
     return (n1 + n2) / 2, torch.stack([r1, r2, r3], dim=1), pose[:, :, 3]
 
 
@@ -116,7 +120,7 @@ def rotation_to_euler(rot: torch.Tensor) -> torch.Tensor:
 
     The pose matrix's rotation is ``(Rz(roll) @ Ry(yaw) @ Rx(pitch)).T`` in that convention (found
     by matching the 3DDFA-V2 peer's rotations to the ground truth; 3DDFA-V2's own matrix2angle
-    gets yaw right but pitch/roll 10-25 degrees off on AFLW2000-3D).
+    gets yaw right but pitch/roll 10-25 degrees off on AFLW2000-3D). Export-friendly ops.
     """
     m = rot.transpose(1, 2)
     sin_yaw = (-m[:, 2, 0]).clamp(-1.0, 1.0)
@@ -132,12 +136,16 @@ def rotation_to_euler(rot: torch.Tensor) -> torch.Tensor:
     return torch.stack([yaw, pitch, roll], dim=-1) * (180.0 / math.pi)
 
 
+def pose_matrix_to_euler(pose: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 4) [sR|t] -> (B, 3) yaw, pitch, roll in degrees (the export graph's pose output)."""
+    return rotation_to_euler(pose_to_rotation(pose)[1])
+
+
 @_numpy_in_out
 def euler_angles(params):
     """Raw params (B, 62) or (62,) -> yaw, pitch, roll in degrees (AFLW2000-3D Pose_Para signs)."""
     params, squeeze = _batched(params, 2)
-    _, rot, _ = pose_to_rotation(split_params(params)[0])
-    out = rotation_to_euler(rot)
+    out = pose_matrix_to_euler(split_params(params)[0])
     return out[0] if squeeze else out
 
 

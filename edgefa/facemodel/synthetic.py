@@ -16,6 +16,7 @@ from edgefa.facemodel import synthetic_bases as bases
 from edgefa.facemodel import synthetic_layout as lay
 from edgefa.facemodel import synthetic_mesh as mesh
 from edgefa.facemodel.base import N_PARAMS, DenseMesh, FaceModel
+from edgefa.facemodel.synthetic_params import sample_params_batch
 
 PARAM_STATS_SAMPLES, PARAM_STATS_SEED = 20_000, 20240521
 PART_HEAD, PART_EAR, PART_NECK = 0, 1, 2
@@ -130,9 +131,6 @@ def synthetic_face_model(seed: int = 0) -> FaceModel:
               "expr_basis": _rows(dense.expr_basis, idx)}
     provisional = FaceModel(f"synthetic-{seed}", **sparse, param_mean=np.zeros(N_PARAMS, np.float32),
                             param_std=np.ones(N_PARAMS, np.float32), size=120, dense=dense)
-    # the sampler lives with the dataset, which imports this module: import it late
-    from edgefa.data.synthetic import sample_params_batch
-
     draws = sample_params_batch(np.random.default_rng(PARAM_STATS_SEED), provisional, PARAM_STATS_SAMPLES)
     mean, std = draws.mean(0).astype(np.float32), draws.std(0).astype(np.float32)
     return FaceModel(f"synthetic-{seed}", **sparse, param_mean=mean, param_std=std, size=120, dense=dense)

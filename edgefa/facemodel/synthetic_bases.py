@@ -5,7 +5,7 @@ terms of the designed layout (``synthetic_layout``), so e.g. "nose length" moves
 nose vertices. The 40 shape modes (named ones first, then random smooth fields) are
 orthogonalised on the dense mesh, each keeping its designed magnitude, so N(0, 1) weights give
 plausible faces. The 10 expression modes keep their meaning (not orthogonalised); their weights
-are ~[-1, 1] (see ``edgefa.data.synthetic.sample_expressions`` for the ranges drawn).
+are ~[-1, 1] (see ``edgefa.facemodel.synthetic_params.sample_expressions`` for the ranges drawn).
 """
 from __future__ import annotations
 

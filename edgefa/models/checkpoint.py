@@ -17,6 +17,7 @@ import torch
 from edgefa.errors import EdgefaError
 from edgefa.facemodel.base import FaceModel
 from edgefa.facemodel.bfm import PARAM_STATS_FILE, load_bfm68
+from edgefa.models.architecture import rebuild_model
 from edgefa.models.registry import FaceRegressor, create_model
 from edgefa.paths import find_bfm68
 
@@ -94,8 +95,6 @@ def load_checkpoint(path: str | Path) -> dict:
 def model_from_checkpoint(path: str | Path) -> tuple[FaceRegressor, FaceModel, dict]:
     state = load_checkpoint(path)
     if state.get("compression"):  # pruned and/or QAT: rebuilt from recorded shapes, never unpickled
-        from quantization.architecture import rebuild_model
-
         model = rebuild_model(state, str(path))
     else:
         model = create_model(state["model"]["name"], **state["model"]["cfg"])

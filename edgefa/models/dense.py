@@ -1,20 +1,7 @@
 """Direct dense-landmark regression (shared/papers/dense-520-landmarks-mobilenetv2.md, Sec. 3.2): a
-MobileNetV2 with a K x 3 output (K = 520 by default) regressing 3D points in crop pixels, trained with
-the Wing + MSE hybrid (w1 1.5, w2 0.5; ``loss.dense`` in ``training.objectives``).
-
-The points are the vertices picked by ``edgefa.facemodel.dense_sampling`` on the synthetic face
-model's mesh, and the 68 landmark vertices are among them, so the 68-point subset is exact. Their
-labels come from the synthetic faces' parameters (the mesh vertices of the labelled face), so this
-model trains on synthetic data with ``face_model: synthetic``.
-
-Integration with the parameter-centric pipeline (the smallest that keeps every tool working):
-``forward`` returns 62 whitened parameters like every other model, obtained by fitting the 3DMM
-(3D similarity + ridge shape, ``edgefa.facemodel.fit.LandmarkFit3D``: ``fit_params`` in plain tensor
-ops) to the 68-point subset of the regressed points, so ``edgefa eval`` / the trainer's validation
-measure the 68 landmarks through that fit (slightly smoother than the raw subset), and the model
-exports (fit included) to ONNX / TFLite / CoreML like the others. In training mode it also returns
-the dense points for their loss. Not integrated: the raw dense points are not a ``Predictor`` or
-exported output (export ``forward_dense`` with ``torch.onnx`` yourself for the points alone).
+MobileNetV2 regressing K x 3 points (K = 520) with the Wing + MSE hybrid loss; ``forward`` fits the
+3DMM to the 68-point subset so it predicts, evaluates and exports like every other model.
+How it fits the parameter-centric pipeline: docs/papers.md#dense.
 """
 from __future__ import annotations
 
@@ -22,7 +9,7 @@ import timm
 import torch
 from torch import nn
 
-from edgefa.models.registry import FaceRegressor, register_model
+from edgefa.models.base import FaceRegressor, register_model
 
 
 class DenseRegressor(FaceRegressor):

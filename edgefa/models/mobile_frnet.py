@@ -1,48 +1,14 @@
-"""Mobile-FRNet (Li, Wu, Shang et al., "Joint Face Alignment and 3D Face Reconstruction with Efficient
-Convolution Neural Networks"; shared/papers/mobile-frnet.md, Sec. 3, Figure 1 table and Table 2).
-
-Layout = the paper's table, i.e. MobileNetV2's (t, c, n, s): conv2d 32 /2, then seven layers of
-MobileBlocks (1,16,1,1) (6,24,2,2) (6,32,3,2) (6,64,4,2) (6,96,3,1) (6,160,3,2) (6,320,1,1), an SE
-module after every layer, conv 1x1 -> 1280, global average pool, 1x1 conv (here ``Linear``) -> k = 62.
-
-What the paper leaves open, and what is chosen here:
-- MobileBlock ("a set of filters and SGE Module"): MobileNetV2's inverted residual whose depthwise 3x3
-  is split Res2Net-style into ``scale`` = 4 channel groups joined like residuals
-  (y1 = dw1(x1), y_i = dw_i(x_i + y_{i-1}); stride-2 blocks use the parallel form, as Res2Net's
-  "stage" blocks do, since y_{i-1} is already downsampled), then Spatial Group-wise Enhance (SGE,
-  Li et al. 2019, 2 parameters per group) after the projection. Each channel keeps exactly one 3x3
-  depthwise filter, so the multi-scale split adds connections, not parameters.
-- SE after each layer: squeeze-excitation with reduction 16 (>= 4 channels). This is what separates
-  the paper's "no attention" model (2.40M) from its MobileNetV2 (2.38M): ~0.02M, as SE r=16 gives.
-- Dual attention ([4] = DAMDNet's lightweight spatial + channel attention): on the 1280-channel map
-  before pooling, channel attention = avg-pool -> FC 1280->80 -> ReLU -> FC 80->1280 -> sigmoid, then
-  spatial attention = 1x1 conv 1280->1 -> sigmoid. The paper's +0.20M (2.40M -> 2.60M) is what this
-  channel attention costs (2 x 1280 x 80 = 0.205M); the widths are inferred from that, not stated.
-
-Measured at 120x120 with ``edgefa.profile`` (tests/test_mobile_frnet.py recomputes and checks them):
-  mobile_frnet         2,530,011 params, 0.0934 G MACs (0.187 GFLOPs at 2 per MAC)
-  mobile_frnet_noattn  2,322,570 params, 0.0932 G MACs
-  timm mobilenetv2_100 with the same 62-d head: 2,303,294 params, 0.0932 G MACs
-Paper (Table 2): 2.60M / 0.12, 2.40M / 0.11, MobileNetV2 2.38M / 0.109 "GFLOPs". Gaps:
-- Params: all three of our models are 0.07-0.08M below their paper rows, the same offset for the
-  MobileNetV2 baseline, where no design choice of ours is involved (MobileNetV2 features + a
-  1280->62 head is 2.30M however it is built). The paper's baseline therefore has ~0.08M more in the
-  part all its models share (1280 x 62 = 0.079M: e.g. one more such output layer, or k > 62). The
-  differences between rows, which are what the architecture defines, match: SE + SGE + Res2Net
-  +0.019M (paper 2.38 -> 2.40), dual attention +0.207M (paper 2.40 -> 2.60).
-- Compute: the paper's MobileNetV2 "0.109 GFLOPs" at 120x120 is the size of multiply-accumulates
-  (0.093 G here at 120, 0.098 G at 128), not 2 x MACs (0.19); so the paper counts MACs, with a tool
-  that also counts BN / activations / pooling (thop-style), while ``edgefa.profile`` counts conv and
-  linear MACs only. The attention's +0.01 G in the paper cannot come from 1x1 attention convs on the
-  final 4x4 map (+0.2 M MACs here); it would need attention at higher resolution, which the paper
-  does not describe.
+"""Mobile-FRNet (shared/papers/mobile-frnet.md): MobileNetV2's layout with Res2Net-split depthwise
+convs + SGE in every block, SE after every layer and an optional dual attention before pooling.
+What the paper leaves open, the choices made here and the parameter / MAC comparison with its
+Table 2: docs/papers.md#mobile-frnet.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from edgefa.models.registry import FaceRegressor, register_model
+from edgefa.models.base import FaceRegressor, register_model
 
 # (t, c, n, s) per layer: the paper's table (= MobileNetV2)
 FRNET_LAYERS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),

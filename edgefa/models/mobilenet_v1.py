@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgefa.models.registry import FaceRegressor, register_model
+from edgefa.models.base import FaceRegressor, register_model
 
 
 class DepthWiseBlock(nn.Module):

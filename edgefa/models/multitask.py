@@ -1,18 +1,6 @@
-"""Multi-task 3DMM regressor of Kim, Lee & Sohn (JIITA 7(1), 2023), "3D facial Landmarks Detection
-and Head Pose Estimation using Multi-task Learning and Vision Transformer".
-
-Sec. 2: a backbone gives a common feature map (taken at the last 1x1 conv), a multi-head gives one
-branch per task ("two MBConv blocks with depthwise separable conv and squeeze-and-excitation, and one
-1x1 conv"), and linear layers output the pose (12), shape (40) and expression (10) parameters.
-Landmarks are not a head in the paper: they follow from the parameters by Eq. (1)
-(S = R(S_mean + A_shp a_shp + A_exp a_exp) + t) and the landmark loss (Eq. 2) is taken on them; the
-head-pose loss (Eq. 3) is on yaw/pitch/roll derived from the 12 pose parameters.
-
-Head widths are not written in the paper; they are recovered from its Table I. With timm backbones
-and the layout below (MBConv C->4C, MBConv 4C->C, both expansion 1 with SE at 1/4 of the mid
-channels, 1x1 conv C->C, Linear C->k) the total equals Table I exactly for all three backbones
-(47,530,814 / 31,680,423 / 36,036,302, the last counting timm's unused MobileNetV3 ``conv_head``,
-which we drop).
+"""Multi-task 3DMM regressor of Kim, Lee & Sohn (JIITA 2023): a backbone, one MBConv + SE head per task
+(pose 12, shape 40, expression 10); landmarks and head pose follow from the parameters. Head widths
+recovered from the paper's Table I: docs/papers.md#multitask.
 """
 from __future__ import annotations
 
@@ -20,7 +8,7 @@ import timm
 import torch
 from torch import nn
 
-from edgefa.models.registry import FaceRegressor, register_model
+from edgefa.models.base import FaceRegressor, register_model
 from edgefa.models.timm_backbones import broadcast_linear_attention
 
 TASK_DIMS = {"pose": 12, "shape": 40, "expression": 10}  # concatenated in this order = the 62 params

@@ -1,29 +1,7 @@
-"""A Trans3DHead-style query-decoder head on a mobile backbone (shared/papers/trans3dhead-qamem-marr.md).
-
-Sec. 3 of the paper, scaled down to a phone-sized model (the paper: ResNet-50, d = 256, 413 FLAME
-parameters, DAD-3DHeads; here: a timm MobileNet, d = 64, the 62 3DMM parameters):
-- memory: the backbone's last, low-resolution map (4x4 at 120 px for MobileNetV3-Small), projected to
-  d channels by a 1x1 conv, no encoder (the paper removes it), with a learned positional embedding;
-- landmark branch: 68 queries initialised from the memory (MQinit, Eq. 1: Q = FC(GlobalAvgPool(M))),
-  ``layers`` = 2 decoder layers (self-attention, cross-attention, FFN; DETR post-norm), QAMem in each
-  cross-attention (Sec. 3.2: a per-query d x d transform of the extracted value, Eq. 3, i.e. a 1x1
-  conv with N groups), and MARR (Sec. 3.3, Eq. 5): landmarks = F_a + sum over layers of each layer's
-  predicted residual, F_a fixed (Table 4: fixed beats learnable);
-- parameter branch: its own 62 learned queries (one per parameter, as the paper's 413), the same
-  number of decoder layers, no QAMem or MQinit (the paper's ablations A.1.3/A.1.4), one scalar per
-  query = the 62 whitened parameters.
-
-``forward`` in eval mode returns the (B, 62) whitened parameters, so prediction, evaluation and export
-are those of every other model; in training mode it returns a dict with ``params`` and the landmark
-branch's ``landmarks`` (B, 68, 3, crop pixels), which ``training.objectives`` supervises
-(``loss.branch_landmarks``: SmoothL1, Eq. 6's L_lmk) beside the parameter losses and the Euler
-angle loss (``loss.euler``, Eq. 7). The landmark branch then only shapes the shared features, as
-the paper's auxiliary task does.
-
-F_a (Eq. 4, the mean of the training landmarks) is the synthetic face model's landmarks at its
-parameter mean: the model is linear in the pose matrix and in the shape weights, so with pose drawn
-independently of shape this is the training-set mean of the synthetic faces. For a bfm68 run it is
-a fixed reference of the same framing (the residuals absorb the difference).
+"""A Trans3DHead-style query-decoder head on a mobile backbone (shared/papers/trans3dhead-qamem-marr.md):
+a 68-query landmark branch (MQinit, QAMem, MARR) beside 62 parameter queries. Eval-mode ``forward``
+gives the 62 whitened parameters like every model; training mode adds the branch's landmarks.
+The paper-to-phone scaling and every choice: docs/papers.md#query-decoder.
 """
 from __future__ import annotations
 
@@ -34,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgefa.models.registry import FaceRegressor, register_model
+from edgefa.models.base import FaceRegressor, register_model
 from edgefa.models.timm_backbones import broadcast_linear_attention
 
 N_LANDMARKS = 68

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from timm.models.mobilevit import LinearSelfAttention
 from torch import nn
 
-from edgefa.models.registry import FaceRegressor, register_model
+from edgefa.models.base import FaceRegressor, register_model
 
 # name -> default input size; MobileViT wants multiples of 64 (at 120 it silently resizes)
 TIMM_BACKBONES = {

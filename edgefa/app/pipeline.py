@@ -18,6 +18,7 @@ from edgefa import __version__
 from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_json, check_writable
 from edgefa.paths import fill_shared
+from training.config import CONFIG_DIR
 
 DEFAULTS = {
     "name": "pipeline",
@@ -33,7 +34,6 @@ DEFAULTS = {
     "report": {"title": None},
 }
 STAGES = ("train", "prune", "qat", "export", "bench", "report")
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "training" / "configs"
 
 
 def load_pipeline_config(path: str | Path, overrides: list[str] = ()) -> dict:
@@ -157,7 +157,7 @@ class Pipeline:
             self.skip(name, f"{name}.enabled=false")
             return checkpoint
         try:
-            from quantization import recipe
+            from edgefa.app import compress as recipe
         except ImportError:
             raise EdgefaError(f"{name}: the compression stages need edgefa's quantization package") from None
         key = dict(cfg)
@@ -172,7 +172,7 @@ class Pipeline:
         """(checkpoint, formats, precisions, file label) per export call. After QAT, its checkpoint
         gives the ONNX / TFLite int8 files (learned scales); every other requested format x precision
         comes from the float checkpoint QAT started from."""
-        from converters.formats import parse_list
+        from edgefa.runtime.formats import parse_list
 
         cfg, name = self.cfg["export"], self.cfg["name"]
         if checkpoint == float_checkpoint:

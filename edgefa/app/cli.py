@@ -16,6 +16,7 @@ def _cmd_eval(args) -> int:
     from edgefa.evaluate import evaluate, format_table
     from edgefa.fileio import atomic_write_json, check_writable
     from edgefa.predictor import load_predictor
+    from quantization import qat  # noqa: F401  (registers the rebuild of QAT checkpoints, so eval loads them)
 
     if args.json:
         check_writable(args.json, "--json")
@@ -99,20 +100,20 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_pipeline(args) -> int:
-    from edgefa.pipeline import run_pipeline
+    from edgefa.app.pipeline import run_pipeline
 
     return run_pipeline(args.config, args.overrides, progress=not args.quiet)
 
 
 def _cmd_qat(args) -> int:
-    from quantization.recipe import qat_from_cli
+    from edgefa.app.compress import qat_from_cli
 
     return qat_from_cli(args.checkpoint, args.config, args.overrides, output=args.output, resume=args.resume,
                         quiet=args.quiet)
 
 
 def _cmd_prune(args) -> int:
-    from quantization.recipe import prune_from_cli
+    from edgefa.app.compress import prune_from_cli
 
     return prune_from_cli(args.checkpoint, args.ratio, args.method, args.finetune_epochs, args.output,
                           config=args.config, overrides=args.overrides, quiet=args.quiet, round_to=args.round_to)

@@ -9,7 +9,8 @@ plain ints / floats / strings:
   and buffer the shape the state_dict holds -> ``load_state_dict``.
 - ``qat``: how the fake-quant graph was prepared; its float weights and observer / fake-quant
   tensors are the state_dict of that graph, and rebuilding re-runs the same ``prepare`` on the
-  rebuilt float model before loading them (``quantization.qat.rebuild``).
+  rebuilt float model before loading them. That step needs the QAT toolchain, which sits a layer
+  above the models: ``quantization.qat`` registers it here (``register_rebuild_hook``) on import.
 """
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ import torch
 from torch import nn
 
 from edgefa.errors import EdgefaError
+from edgefa.models.registry import create_model
+
+# compression kind -> fn(float model, recorded settings) -> the prepared model; set by the layers
+# that own each kind (quantization.qat registers "qat")
+_REBUILD_HOOKS: dict = {}
+
+
+def register_rebuild_hook(kind: str, fn) -> None:
+    _REBUILD_HOOKS[kind] = fn
 
 # module attributes that describe a layer's shape (and that pruning changes); everything else
 # about a module (stride, padding, activation) comes from the registry's constructor
@@ -82,8 +92,6 @@ def apply_arch(model: nn.Module, arch: dict[str, dict], state_dict: dict[str, to
 
 def rebuild_model(state: dict, path: str = "checkpoint"):
     """The model a checkpoint with a ``compression`` entry holds, weights loaded, in eval mode."""
-    from edgefa.models.registry import create_model
-
     record = state["compression"]
     model = create_model(state["model"]["name"], **state["model"]["cfg"])
     weights = state["state_dict"]
@@ -94,9 +102,10 @@ def rebuild_model(state: dict, path: str = "checkpoint"):
         apply_arch(model, record["pruning"]["arch"], float_weights)
         model.compression_record = {"pruning": record["pruning"]}
     if "qat" in record:
-        from quantization.qat import prepare_qat
-
-        model = prepare_qat(model, record["qat"])
+        if "qat" not in _REBUILD_HOOKS:
+            raise EdgefaError(f"{path}: a quantization-aware-trained checkpoint; import quantization.qat "
+                              "first (it rebuilds the fake-quant graph), or use its exported files")
+        model = _REBUILD_HOOKS["qat"](model, record["qat"])
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:

@@ -1,7 +1,10 @@
 """THE table of export formats, shared by ``edgefa export``, ``edgefa bench`` and the tests.
 
-Each row names the module that writes and loads that format; requests are checked against the
-table before any work (unknown format or precision -> one line with the closest valid name).
+Each row names the module that runs that format (``edgefa.runtime.*``: needs only the runtime) and
+the one that writes it (``converters.to_*``: the export layer, loaded by ``converters.export``);
+requests are checked against the table before any work (unknown format or precision -> one line
+with the closest valid name). It also names the outputs a file has: the contract between an
+exported file and whatever runs it.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ class ExportFormat:
     extra: str  # pip extra that installs the converter + runtime
     requires: tuple[str, ...]  # import names the converter needs
     runs_on: tuple[str, ...]  # platforms (platform.system()) where the runtime executes the file
-    module: str
+    runner: str  # module with load(path, threads) -> a runner: .metadata, .run(x) -> {output: array}
+    writer: str  # module with export(...): the converters layer (torch and the converter)
 
     def file_name(self, stem: str, precision: str) -> str:
         return f"{stem}{'' if precision == 'fp32' else '-' + precision}{self.suffix}"
@@ -40,10 +44,6 @@ class ExportFormat:
         if missing:
             raise EdgefaError(f"format '{self.name}' needs {', '.join(missing)}: pip install 'edgefa[{self.extra}]'")
 
-    def converter(self):
-        self.require()
-        return importlib.import_module(self.module)
-
     def runtime_missing(self) -> str | None:
         """Install hint when no runtime that runs this format is importable (running needs less than converting)."""
         options = RUNTIME_IMPORTS[self.runtime_key]
@@ -56,7 +56,7 @@ class ExportFormat:
         hint = self.runtime_missing()
         if hint:
             raise EdgefaError(hint)
-        return importlib.import_module(self.module)
+        return importlib.import_module(self.runner)
 
 
 # import names that can run each runtime (any one is enough): tflite_runtime is the design card's
@@ -64,23 +64,27 @@ class ExportFormat:
 RUNTIME_IMPORTS = {"onnxruntime": ("onnxruntime",), "litert": ("ai_edge_litert", "tflite_runtime"),
                    "coreml": ("coremltools",), "torch": ("torch",)}
 
-PRECISION_MEANING = {
-    "fp32": "float32 weights and compute",
-    "fp16": "float16 weights (compute as the runtime decides)",
-    "int8": "8-bit integer (ONNX/TFLite: calibrated static activations + per-channel weights; CoreML: weights)",
-    "palette6": "6-bit palettized weights (CoreML)",
-    "palette4": "4-bit palettized weights (CoreML)",
-    "sparse50": "50 % unstructured magnitude-sparse weights (CoreML sparse storage; smaller file, no CPU speed-up)",
+# what an exported file outputs: the bare network, or the graph with pre/post-processing
+RAW_OUTPUTS = {"params": "whitened 3DMM parameters (B, 62): raw = params * param_std + param_mean; "
+                         "12 pose (3x4 [sR|t], row-major), 40 shape, 10 expression"}
+POST_OUTPUTS = {
+    "landmarks": "68 3D landmarks (B, 68, 3) in crop pixels: x right, y down, z depth (3DDFA convention)",
+    "pose": "head pose (B, 3): yaw, pitch, roll in degrees (AFLW2000-3D Pose_Para convention)",
+    "params": "raw 3DMM parameters (B, 62): 12 pose (3x4 [sR|t], row-major), 40 shape, 10 expression",
 }
+INPUT_NAME = "input"  # every edgefa file's input
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
     ExportFormat("onnx", ".onnx", ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime", "onnx",
-                 ("onnx", "onnxruntime", "onnxslim"), ("Linux", "Darwin", "Windows"), "converters.to_onnx"),
+                 ("onnx", "onnxruntime", "onnxslim"), ("Linux", "Darwin", "Windows"),
+                 "edgefa.runtime.onnx", "converters.to_onnx"),
     ExportFormat("tflite", ".tflite", ("fp32", "fp16", "int8"), "ai-edge-litert (XNNPACK)", "litert", "tflite",
-                 ("litert_torch",), ("Linux", "Darwin"), "converters.to_tflite"),
+                 ("litert_torch",), ("Linux", "Darwin"),
+                 "edgefa.runtime.tflite", "converters.to_tflite"),
     ExportFormat("coreml", ".mlpackage", ("fp32", "fp16", "int8", "palette6", "palette4", "sparse50"),
                  "coremltools (macOS only)",
-                 "coreml", "coreml", ("coremltools",), ("Darwin",), "converters.to_coreml"),
+                 "coreml", "coreml", ("coremltools",), ("Darwin",),
+                 "edgefa.runtime.coreml", "converters.to_coreml"),
 ]}
 
 

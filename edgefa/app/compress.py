@@ -34,7 +34,7 @@ def _taylor_loss(cfg: dict, face_model, n: int):
     from edgefa.data.registry import create_dataset
     from edgefa.predictor import to_model_input
     from training.data import TrainSet
-    from training.objectives import loss_terms
+    from training.objectives import loss_terms, weighted
 
     spec = cfg["data"]["train"]
     spec = spec[0] if isinstance(spec, list) else spec
@@ -46,11 +46,12 @@ def _taylor_loss(cfg: dict, face_model, n: int):
 
     def loss(model):
         model.train()  # BN in batch mode, like the trainer; torch-pruning copies are discarded after
-        terms = loss_terms(model(to_model_input(batch["image"], model)).float(), batch, face_model, cfg["loss"])
+        pred_w = model(to_model_input(batch["image"], model)).float()
+        terms = loss_terms(pred_w, batch, face_model, cfg["loss"])
         model.eval()
         if not terms:
             raise EdgefaError(f"taylor pruning: data.train {spec} has no labels the loss weights use")
-        return sum(cfg["loss"][k] * v for k, v in terms.items())
+        return sum(weighted(terms, cfg["loss"], pred_w))
 
     return loss
 
@@ -232,7 +233,7 @@ def run_stage(stage: str, checkpoint: str | Path, stage_cfg: dict, out_dir: str 
         cfg = load_compression_config(None, overrides, source=str(checkpoint), source_config=state.get("config"))
         return prune_checkpoint(checkpoint, cfg, out_dir, progress)
     if stage == "qat":
-        from edgefa.pipeline import CONFIG_DIR
+        from training.config import CONFIG_DIR
 
         recipe = stage_cfg.get("config") or CONFIG_DIR / "qat.yaml"
         cfg = load_compression_config(recipe, [f"seed={seed}", *stage_cfg.get("overrides", [])], source=str(checkpoint),

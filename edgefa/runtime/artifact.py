@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.formats import format_of_path
-from converters.graph import prepare_input
 from edgefa.errors import EdgefaError
-from edgefa.predictor import Predictor
+from edgefa.runtime.formats import format_of_path
+from edgefa.runtime.inputs import prepare_input
+from edgefa.runtime.predictor import Predictor
 
 
 def load_runner(path: str | Path, threads: int | None = None):

@@ -1,0 +1,42 @@
+"""Run an .onnx file in onnxruntime (CPU), with pinned threads."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgefa.errors import EdgefaError
+
+
+def session(model_or_path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    src = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
+    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+
+
+class OnnxRunner:
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnx
+
+        path = Path(path)
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+            self.session = session(path, threads)
+        except Exception as exc:
+            raise EdgefaError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: {str(exc)[:160]})") from None
+        self.metadata = {p.key: p.value for p in proto.metadata_props}
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(None, {self.input_name: x})))
+
+
+def load(path: str | Path, threads: int | None = None) -> OnnxRunner:
+    return OnnxRunner(path, threads)
