@@ -110,6 +110,16 @@ def load_crops(spec: str, n: int, what: str) -> np.ndarray:
     return np.stack([dataset[int(i)]["image"] for i in np.unique(idx)])
 
 
+def check_name(name: str | None) -> None:
+    """``--name`` is a file-name stem inside the output folder, never a path out of it."""
+    if name is None:
+        return
+    bad = (not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0")
+           or not name.isprintable())
+    if bad:
+        raise EdgefaError(f"--name {name!r}: must be a file name stem (no '/', '\\', leading '.'), not a path")
+
+
 def check_output_dir(out: str | Path) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -176,18 +186,19 @@ def export_one(fmt: ExportFormat, precision: str, graph: ExportGraph, src: Sourc
             runner = fmt.runner_module().load(tmp, threads=options.get("threads"))
             row.parity = compare(graph, ref, runner.run(x))
             passed, row.reason = gate(row.parity, precision)
-            row.status = "ok" if passed else "failed"
+            status = "ok" if passed else "failed"
         else:
             check = module.validate(tmp, graph)
             row.parity = {"spec": check}
-            row.status = "unverified" if check.get("ok") else "failed"
+            status = "unverified" if check.get("ok") else "failed"
             row.reason = (f"spec valid; run/parity need {', '.join(fmt.runs_on)}" if check.get("ok")
                           else "; ".join(check.get("problems", ["spec check failed"])))
         row.size_mb = round(file_size_mb(tmp), 3)
-        if row.status != "failed":
+        if status != "failed":
             _remove(final)
             os.replace(tmp, final)
             row.file = str(final)
+        row.status = status  # only once the file is in place (or kept out by the gate)
     except EdgefaError as exc:
         row.reason = str(exc)
     except Exception as exc:  # a converter crash is a failed row, not a crashed command
@@ -202,6 +213,7 @@ def run_export(model: str, formats: str, precisions: str, out: str | Path, calib
                calib_n: int = 200, parity_data: str | None = None, parity_n: int = 32, postprocess: bool = False,
                input_color: str = "RGB", int8_io: bool = False, threads: int | None = None,
                name: str | None = None, progress=print) -> tuple[list[Row], Path]:
+    check_name(name)
     jobs = plan(formats, precisions)  # unknown format / unsupported precision: before any work
     for fmt in dict.fromkeys(f for f, _ in jobs):
         fmt.require()

@@ -44,18 +44,30 @@ def score_predictions(raw: dict, dataset, crop_size: int) -> dict:
     result = {}
 
     def nme_block(gt):
-        per_face = nme(pred68, gt)
-        block = nme_by_yaw(per_face, yaws)
-        block["auc7"] = auc(per_face)
-        x, y = ced_curve(per_face, steps=71)
+        """Faces whose labels are not all finite are left out, counted and named, never silently."""
+        labelled = np.isfinite(gt[..., :2]).all(axis=(1, 2))
+        per_face = np.full(len(gt), np.nan)
+        per_face[labelled] = nme(pred68[labelled], gt[labelled])
+        scored = per_face[labelled]
+        block = nme_by_yaw(scored, yaws[labelled])
+        block["auc7"] = auc(scored)
+        x, y = ced_curve(scored, steps=71)
         block["ced"] = {"nme": x.round(3).tolist(), "fraction": y.round(5).tolist()}
-        block["per_face"] = per_face.round(4).tolist()
+        block["per_face"] = [None if np.isnan(v) else round(float(v), 4) for v in per_face]
+        block["faces"] = int(labelled.sum())
+        if not labelled.all():
+            names = list(getattr(dataset, "names", []))
+            left_out = [names[i] if i < len(names) else str(i) for i in np.flatnonzero(~labelled)]
+            block["left_out"] = {"faces": len(left_out), "reason": "68-point labels not finite (NaN / Inf)",
+                                 "examples": left_out[:5]}
         return block
 
-    if np.isfinite(raw["pts68"][..., :2]).all():
+    has68 = np.isfinite(raw["pts68"][..., :2]).all(axis=(1, 2))
+    if has68.any():
         result["nme"] = nme_block(raw["pts68"])
         for name, gt in getattr(dataset, "alt_labels", {}).items():
-            result[f"nme_{name}"] = nme_block(gt)
+            if np.isfinite(gt[..., :2]).all(axis=(1, 2)).any():
+                result[f"nme_{name}"] = nme_block(gt)
     elif np.isfinite(raw["pts21"][..., 0]).any():
         result["nme21"] = nme21_block(pred68, raw["pts21"], yaws)
     if np.isfinite(raw["pose"]).any():
@@ -102,6 +114,11 @@ def format_table(result: dict) -> str:
                          + f"{blk.get('auc7', float('nan')):>8.3f}")
         counts = blocks[0][1]["counts"]
         lines.append(f"{'faces per bin':<18}" + "".join(f"{counts[b]:>9d}" for b in BIN_NAMES))
+        for key, blk in blocks:
+            if blk.get("left_out"):
+                out = blk["left_out"]
+                lines.append(f"{key}: {out['faces']} of {result['faces']} faces left out, {out['reason']} "
+                             f"(e.g. {', '.join(out['examples'])})")
     else:
         lines.append("NME: n/a (the dataset has no 68-point labels)")
     pose = result.get("pose_mae")

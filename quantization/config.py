@@ -47,7 +47,7 @@ def _fill_shared(cfg: dict) -> dict:
 def load_compression_config(path: str | Path | None, overrides: list[str] = (), source: str | None = None,
                             source_config: dict | None = None) -> dict:
     """The full recipe dict. ``source_config``: the source checkpoint's stored training config."""
-    from training.config import merge_checked, parse_overrides, read_yaml_mapping
+    from training.config import DEFAULTS, check_values, merge_checked, parse_overrides, read_yaml_mapping
 
     defaults = _training_defaults()
     cfg = copy.deepcopy(defaults)
@@ -63,6 +63,8 @@ def load_compression_config(path: str | Path | None, overrides: list[str] = (), 
         merge_checked(cfg, tree, where, defaults=defaults)
     if source:
         cfg["source"] = str(source)
+    check_values(cfg, str(path or "compression recipe") + (f" with {' '.join(overrides)}" if overrides else ""),
+                 defaults=DEFAULTS)  # the training keys; the stage sections are checked where they are used
     cfg["output"] = str(cfg["output"]).format(name=cfg["name"])
     return _fill_shared(cfg)
 

@@ -84,6 +84,32 @@ def test_unknown_names_suggest_closest(capsys):
     assert_one_line(code, err, "unknown option 'sed'", "did you mean 'seed'")
 
 
+@pytest.mark.parametrize("spec,message", [
+    ("synthetic:n=-1", "option n must be a whole number >= 1 (got -1)"),  # was a silent slice
+    ("synthetic:n=0", "option n must be a whole number >= 1"),
+    ("synthetic:n=abc", "option n must be a whole number"),
+    ("synthetic:seed=abc", "option seed must be a whole number >= 0"),
+    ("synthetic:n=2,contour=maybe", "option contour must be true or false"),
+])
+def test_dataset_options_are_checked_before_any_work(capsys, spec, message):
+    code, err = run_cli(capsys, "eval", "--model", MODEL, "--data", spec)
+    assert_one_line(code, err, spec, message)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["eval", "--model", MODEL, "--data", "synthetic:n=2", "--batch", "0"], "argument --batch: must be >= 1, got 0"),
+    (["eval", "--model", MODEL, "--data", "synthetic:n=2", "--workers", "-1"], "argument --workers: must be >= 0"),
+    (["eval", "--model", MODEL, "--data", "synthetic:n=2", "--threads", "-1"], "argument --threads: must be >= 0"),
+    (["eval", "--model", MODEL, "--data", "synthetic:n=2", "--batch", "abc"], "expected a whole number, got 'abc'"),
+    (["bench", "x.onnx", "--timeout", "0"], "argument --timeout: must be >= 1.0"),
+])
+def test_numeric_flags_are_range_checked(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+
+
 def test_not_a_checkpoint(tmp_path, capsys):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint" * 10)
@@ -155,3 +181,25 @@ def test_json_output_unwritable_is_reported_before_work(tmp_path, capsys):
 def test_debug_shows_traceback(tmp_path):
     with pytest.raises(EdgefaError):
         main(["--debug", "eval", "--model", MODEL, "--data", f"aflw2000-3d:{tmp_path / 'nope'}"])
+
+
+def test_a_nan_label_leaves_that_face_out_and_says_so(tmp_path, capsys):
+    """One face with a NaN landmark must not switch NME off for the rest (it used to, silently)."""
+    import json
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    labels = np.stack([np.stack(np.meshgrid(np.linspace(30, 90, 17), np.linspace(30, 90, 4)), -1).reshape(-1, 2)[:68]
+                       for _ in range(3)]).astype(np.float32)
+    labels[1, 5, 0] = np.nan
+    for k in range(3):
+        cv2.imwrite(str(folder / f"face{k}.png"), rng.integers(0, 255, (120, 120, 3), dtype=np.uint8))
+    np.save(folder / "labels.npy", labels)
+    out = tmp_path / "out.json"
+    assert main(["eval", "--model", MODEL, "--data", f"folder:{folder}", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    block = json.loads(out.read_text())["nme"]
+    assert block["faces"] == 2 and block["per_face"][1] is None and block["per_face"][0] is not None
+    assert block["left_out"]["faces"] == 1 and "face1" in block["left_out"]["examples"][0]
+    assert "1 of 3 faces left out" in printed and "NaN" in printed

@@ -139,6 +139,28 @@ def test_failed_gate_keeps_the_file_out(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [summary.name]  # no model file, no temp file
 
 
+@pytest.mark.parametrize("name", ["sub/x", "../escaped", ".hidden", ""])
+def test_name_is_a_stem_inside_the_output_folder(tmp_path, name):
+    with pytest.raises(EdgefaError, match="must be a file name stem"):
+        run_export("mobilenetv3_small_100:input_size=64", "onnx", "fp32", tmp_path / "out", name=name, **QUIET)
+    assert list(tmp_path.iterdir()) == []  # checked before any work: not even the output folder
+
+
+def test_status_is_ok_only_once_the_file_is_in_place(tmp_path, monkeypatch):
+    import os
+
+    real_replace = os.replace
+
+    def disk_full_for_models(src, dst):  # the summary JSON still gets written
+        if str(dst).endswith(".onnx"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", disk_full_for_models)
+    rows, _ = run_export("mobilenetv3_small_100:input_size=64", "onnx", "fp32", tmp_path, parity_n=2, **QUIET)
+    assert rows[0].status == "failed" and "No space left" in rows[0].reason and not rows[0].file
+
+
 def test_interrupt_leaves_no_half_file(tmp_path, monkeypatch):
     from converters import to_onnx
 

@@ -32,7 +32,7 @@ DEFAULTS = {
     "epochs": 5,
     "batch_size": 64,
     "optimizer": {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "momentum": 0.9},
-    "schedule": {"name": "cosine", "warmup_epochs": 1, "warmup_start": 0.1, "min_lr_ratio": 0.01,
+    "schedule": {"name": "cosine", "warmup_epochs": 1.0, "warmup_start": 0.1, "min_lr_ratio": 0.01,
                  "milestones": [40, 50], "gamma": 5.0},
     "pcgrad": False,  # gradient surgery across the loss terms (multi-task models)
     # decay of an exponential moving average of the weights (validated, saved as best.pt); 0: off.
@@ -43,6 +43,59 @@ DEFAULTS = {
              "param_loss": "l2", "distill_loss": "vdc"},
     "output": "runs/{name}",
 }
+
+
+# (low, high) for numeric settings; None: unbounded on that side. Probabilities and ratios in [0, 1].
+RANGES = {
+    "seed": (0, None), "threads": (0, None), "epochs": (1, None), "batch_size": (1, None), "ema": (0.0, 0.999999),
+    "data.workers": (0, None),
+    "augment.flip": (0.0, 1.0), "augment.rotate_prob": (0.0, 1.0), "augment.blur": (0.0, 1.0),
+    "augment.occlude": (0.0, 1.0), "augment.scale": (0.0, 0.9), "augment.shift": (0.0, 0.5),
+    "augment.rotate": (0.0, 180.0), "augment.color": (0.0, 1.0),
+    "optimizer.lr": (1e-12, None), "optimizer.weight_decay": (0.0, None), "optimizer.momentum": (0.0, 1.0),
+    "schedule.warmup_epochs": (0.0, None), "schedule.warmup_start": (0.0, 1.0), "schedule.min_lr_ratio": (0.0, 1.0),
+    "schedule.gamma": (1e-12, None),
+}
+# keys whose value may also be null, or text where the default is not
+NULLABLE = {"teacher", "init", "augment"}
+CHOICES = {"device": None, "optimizer.name": ("adamw", "sgd"), "schedule.name": ("cosine", "step"),
+           "loss.param_loss": ("l2", "wpdc", "vdc"), "loss.distill_loss": ("l2", "wpdc", "vdc")}
+
+
+def _type_name(value) -> str:
+    return {bool: "true/false", int: "a whole number", float: "a number", str: "text", dict: "a mapping",
+            list: "a list"}.get(type(value), type(value).__name__)
+
+
+def check_values(config: dict, where: str, defaults: dict | None = None, prefix: str = "") -> None:
+    """Every setting of the default's type and in its range; one line naming the key otherwise."""
+    defaults = DEFAULTS if defaults is None else defaults
+    for key, default in defaults.items():
+        full, value = prefix + key, config.get(key)
+        if key == "cfg" or (value is None and (full in NULLABLE or default is None)):
+            continue
+        if full == "augment" and value is False:
+            continue
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise EdgefaError(f"{where}: '{full}' must be a mapping of {', '.join(default)} (got {value!r})")
+            check_values(value, where, default, f"{full}.")
+            continue
+        if full == "data.train" and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            continue  # several training sets
+        want = type(default) if default is not None else str
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) if want is float else \
+            (isinstance(value, int) and not isinstance(value, bool)) if want is int else isinstance(value, want)
+        if not ok:
+            raise EdgefaError(f"{where}: '{full}' must be {_type_name(default if default is not None else '')}"
+                              f" (got {value!r})")
+        if full in RANGES:
+            low, high = RANGES[full]
+            if (low is not None and value < low) or (high is not None and value > high):
+                span = ("> 0" if low == 1e-12 else f">= {low}") if high is None else f"{low} to {high}"
+                raise EdgefaError(f"{where}: '{full}' must be {span} (got {value!r})")
+        if CHOICES.get(full) and value not in CHOICES[full]:
+            raise EdgefaError(f"{where}: '{full}' must be one of {', '.join(CHOICES[full])} (got {value!r})")
 
 
 def _flat_keys(tree: dict, prefix: str = "") -> list[str]:
@@ -86,7 +139,10 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, dict]]:
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise EdgefaError(f"override '{item}': value is not valid YAML ({str(exc).splitlines()[0]})") from None
         out.append((f"override '{item}'", tree))
     return out
 
@@ -110,6 +166,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
     _merge(config, recipe, str(path))
     for where, tree in parse_overrides(overrides):
         _merge(config, tree, where)
+    check_values(config, f"{path} with {' '.join(overrides)}" if overrides else str(path))
     config["output"] = str(config["output"]).format(name=config["name"])
     # "{shared}" in data / teacher specs: the shared data folder ($EDGEFA_SHARED, default ../shared)
     for key in ("train", "val"):

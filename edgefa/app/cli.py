@@ -119,6 +119,20 @@ def _cmd_prune(args) -> int:
                           config=args.config, overrides=args.overrides, quiet=args.quiet, round_to=args.round_to)
 
 
+def _at_least(low: float, cast=int):
+    """argparse type: a number of ``cast`` >= ``low`` (argparse turns the ValueError into one usage line)."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if cast is int else 'a number'}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return value
+    parse.__name__ = cast.__name__
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefa", description="3D face alignment: train, evaluate, export.")
     parser.add_argument("--version", action="version", version=f"edgefa {__version__}")
@@ -133,9 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="aflw2000-3d[:PATH] | aflw2000-3d-original[:PATH][,box=roi|mat|landmarks|F.npy] | "
                          "aflw-train[:PATH] | 300w-lp:PATH | folder:PATH | synthetic:seed=0,n=500")
     ev.add_argument("--json", help="write the full results (per-bin NME, CED, pose MAE) here")
-    ev.add_argument("--batch", type=int, default=64)
-    ev.add_argument("--workers", type=int, default=0, help="data loader processes")
-    ev.add_argument("--threads", type=int, default=0, help="CPU threads of torch or of the file's runtime (0: its default)")
+    ev.add_argument("--batch", type=_at_least(1), default=64)
+    ev.add_argument("--workers", type=_at_least(0), default=0, help="data loader processes")
+    ev.add_argument("--threads", type=_at_least(0), default=0, help="CPU threads of torch or of the file's runtime (0: its default)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_eval)
 
@@ -156,15 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--formats", default="onnx", help="comma list of: onnx, tflite, coreml")
     ex.add_argument("--precision", default="fp32", help="comma list of: fp32, fp16, int8 (coreml also palette6, palette4, sparse50)")
     ex.add_argument("--calib-data", help="dataset spec of int8 calibration crops (default: synthetic:seed=7)")
-    ex.add_argument("--calib-n", type=int, default=200, help="number of calibration crops")
+    ex.add_argument("--calib-n", type=_at_least(1), default=200, help="number of calibration crops")
     ex.add_argument("--parity-data", help="dataset spec of the parity crops (default: synthetic:seed=8)")
-    ex.add_argument("--parity-n", type=int, default=32, help="number of parity crops")
+    ex.add_argument("--parity-n", type=_at_least(1), default=32, help="number of parity crops")
     ex.add_argument("--postprocess", action="store_true",
                     help="uint8 NHWC crop in; landmarks (68x3 px), pose (deg), params out: no BFM files needed in the app")
     ex.add_argument("--input-color", default="RGB", choices=["RGB", "BGR", "rgb", "bgr"],
                     help="channel order of the uint8 input with --postprocess")
     ex.add_argument("--int8-io", action="store_true", help="TFLite int8: int8 input/output tensors (default float)")
-    ex.add_argument("--threads", type=int, help="runtime threads for the parity run")
+    ex.add_argument("--threads", type=_at_least(1), help="runtime threads for the parity run")
     ex.add_argument("--name", help="file stem (default: the run folder or model name)")
     ex.add_argument("-o", "--output", required=True, help="output folder")
     ex.set_defaults(func=_cmd_export)
@@ -174,14 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="exported files, folders of them, .pt checkpoints or model specs (3ddfa-v2-mb05:PATH)")
     be.add_argument("--runtimes", default="torch,onnxruntime,litert,coreml", help="comma list: which runtimes' rows run")
     be.add_argument("--threads", default="1", help="comma list of thread counts, e.g. 1,2,4")
-    be.add_argument("--warmup", type=int, default=10, help="untimed calls before timing")
-    be.add_argument("--runs", type=int, help="timed calls per row (default: as many as fit in --min-time)")
-    be.add_argument("--min-time", type=float, default=2.0, help="seconds of timed calls per row")
-    be.add_argument("--batch", type=int, default=1)
+    be.add_argument("--warmup", type=_at_least(0), default=10, help="untimed calls before timing")
+    be.add_argument("--runs", type=_at_least(1), help="timed calls per row (default: as many as fit in --min-time)")
+    be.add_argument("--min-time", type=_at_least(0.0, float), default=2.0, help="seconds of timed calls per row")
+    be.add_argument("--batch", type=_at_least(1), default=1)
     be.add_argument("--data", default="synthetic:seed=2,n=200",
                     help="dataset spec for accuracy (e.g. aflw2000-3d), or 'none' for latency only")
     be.add_argument("--peers", action="store_true", help="add the 3DDFA-V2 mb05 and MediaPipe face_landmark peers")
-    be.add_argument("--timeout", type=float, default=1800, help="seconds per model before its row fails")
+    be.add_argument("--timeout", type=_at_least(1.0, float), default=1800, help="seconds per model before its row fails")
     be.add_argument("--quiet", action="store_true", help="no progress bar")
     be.add_argument("-o", "--output", required=True, help="run folder (bench.json, bench.md, overlays/)")
     be.set_defaults(func=_cmd_bench)
@@ -210,9 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", required=True, help="float checkpoint to prune")
     pr.add_argument("--ratio", required=True, type=float, help="fraction of MACs to remove, in (0, 1)")
     pr.add_argument("--method", default="magnitude", help="channel importance: magnitude | taylor")
-    pr.add_argument("--round-to", type=int, help="keep channel counts in multiples of N (default 16: CPU kernels "
+    pr.add_argument("--round-to", type=_at_least(1), help="keep channel counts in multiples of N (default 16: CPU kernels "
                     "block channels by 8/16; 1 = exact counts)")
-    pr.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs, distilled from the unpruned model")
+    pr.add_argument("--finetune-epochs", type=_at_least(0), default=0, help="fine-tune epochs, distilled from the unpruned model")
     pr.add_argument("--config", help="recipe for the fine-tune (default: the checkpoint's own training config)")
     pr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. finetune.lr=5e-4 data.workers=0")
     pr.add_argument("-o", "--output", required=True, help="run folder: pruned.pt, finetune/best.pt")

@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+from converters.export import check_name
 from edgefa import __version__
 from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_json, check_writable
@@ -53,6 +54,10 @@ def load_pipeline_config(path: str | Path, overrides: list[str] = ()) -> dict:
             raise EdgefaError(f"prune.{key}: expected a number, not {value!r}")
     for section, key in (("bench", "data"), ("export", "calib_data"), ("export", "parity_data")):
         cfg[section][key] = fill_shared(cfg[section][key])
+    try:  # the name is a file stem for exports and the report: never a path out of the run folder
+        check_name(str(cfg["name"]))
+    except EdgefaError as exc:
+        raise EdgefaError(f"{path}: name: {str(exc).partition(': ')[2]}") from None
     cfg["output"] = str(cfg["output"]).format(name=cfg["name"])
     cfg["_config_dir"] = str(Path(path).resolve().parent)
     return cfg

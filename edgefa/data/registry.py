@@ -20,6 +20,39 @@ DATASETS = {
 }
 
 
+# the smallest value each numeric option takes
+OPTION_MINIMUM = {"n": 1, "size": 16, "seed": 0, "occlusion": 0.0}
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _check_option(text: str, key: str, value, param: inspect.Parameter) -> None:
+    """Type (from the constructor's default or annotation) and range of one spec option; one-line errors."""
+    want = type(param.default) if param.default not in (None, inspect.Parameter.empty) else None
+    if want is None:
+        want = _TYPES.get(str(param.annotation).split("|")[0].strip())
+    if want is None:
+        return
+    if want is bool:
+        ok = isinstance(value, bool)
+        expected = "true or false"
+    elif want is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        expected = "a whole number"
+    elif want is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        expected = "a number"
+    else:
+        ok = isinstance(value, str)
+        expected = "text"
+    low = OPTION_MINIMUM.get(key)
+    if ok and low is not None and value < low:
+        ok, expected = False, f"{expected} >= {low}"
+    elif low is not None:
+        expected = f"{expected} >= {low}"
+    if not ok:
+        raise EdgefaError(f"--data {text}: option {key} must be {expected} (got {value!r})")
+
+
 def create_dataset(text: str):
     spec = parse_spec(text, set(DATASETS))
     if spec is None:
@@ -33,6 +66,7 @@ def create_dataset(text: str):
             hint = closest(key, allowed)
             raise EdgefaError(f"--data {text}: unknown option '{key}' for {spec.kind}"
                               f"{f' (did you mean {hint!r}?)' if hint else ''}; valid: {', '.join(allowed)}")
+        _check_option(text, key, spec.options[key], params[key])
     if "root" not in params:
         if spec.path:
             raise EdgefaError(f"--data {text}: {spec.kind} takes no path, only key=value options")
