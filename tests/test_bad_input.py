@@ -131,7 +131,16 @@ def test_malicious_checkpoint_is_refused_not_run(tmp_path, capsys):
     evil = tmp_path / "evil.pt"
     torch.save({"format": "edgefa-checkpoint", "x": _Evil()}, evil)
     code, err = run_cli(capsys, "eval", "--model", str(evil), "--data", "synthetic:n=2")
-    assert_one_line(code, err, "evil.pt", "refused")
+    assert_one_line(code, err, "evil.pt", "refused", "references exec")
+    # a raw pickle (not torch.save's zip) is refused before any unpickling, without torch's warnings
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps({"x": _Evil()}))
+    code, err = run_cli(capsys, "eval", "--model", str(raw), "--data", "synthetic:n=2")
+    assert_one_line(code, err, "raw.pt", "refused, a raw pickle")
+    text = tmp_path / "model.txt"
+    text.write_text("not a model at all")
+    code, err = run_cli(capsys, "eval", "--model", str(text), "--data", "synthetic:n=2")
+    assert_one_line(code, err, "model.txt", "no torch.save zip header")
 
 
 def test_malicious_param_pickle_is_refused(tmp_path):
@@ -203,3 +212,19 @@ def test_a_nan_label_leaves_that_face_out_and_says_so(tmp_path, capsys):
     assert block["faces"] == 2 and block["per_face"][1] is None and block["per_face"][0] is not None
     assert block["left_out"]["faces"] == 1 and "face1" in block["left_out"]["examples"][0]
     assert "1 of 3 faces left out" in printed and "NaN" in printed
+
+
+def test_disk_full_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    """An OSError while writing (ENOSPC here, simulated) is one line with the path, not a traceback."""
+    import errno
+
+    import edgefa.fileio as fileio
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(fileio, "atomic_write_json", full)
+    out = tmp_path / "out.json"
+    code, err = run_cli(capsys, "eval", "--model", MODEL, "--data", "synthetic:n=2", "--json", str(out))
+    assert_one_line(code, err, "out.json", "No space left on device")
+    assert not out.exists()

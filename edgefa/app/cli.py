@@ -252,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"edgefa {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, read-only folder, permissions: the path and the reason, one line
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"edgefa {args.command}: error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"edgefa {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ import os
 import pickle
 import re
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +69,18 @@ def save_checkpoint(path: str | Path, model: FaceRegressor, face_model: FaceMode
 def _torch_load(path: Path) -> object:
     if not path.is_file():
         raise EdgefaError(f"{path}: checkpoint not found")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:1] == b"\x80":  # a raw pickle: it could run code when unpickled, so never try
+        raise EdgefaError(f"{path}: refused, a raw pickle (edgefa loads torch.save checkpoints, tensors only)")
+    if head != b"PK\x03\x04":
+        raise EdgefaError(f"{path}: not a PyTorch checkpoint (no torch.save zip header)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: our error says it all
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(exc), re.IGNORECASE)
         if not found:  # garbage bytes also fail inside the weights-only unpickler
             raise EdgefaError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from exc
         raise EdgefaError(f"{path}: refused to load, holds more than tensors "
