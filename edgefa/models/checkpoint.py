@@ -71,10 +71,10 @@ def _torch_load(path: Path) -> object:
         raise EdgefaError(f"{path}: checkpoint not found")
     with open(path, "rb") as fh:
         head = fh.read(4)
-    if head[:1] == b"\x80":  # a raw pickle: it could run code when unpickled, so never try
-        raise EdgefaError(f"{path}: refused, a raw pickle (edgefa loads torch.save checkpoints, tensors only)")
-    if head != b"PK\x03\x04":
-        raise EdgefaError(f"{path}: not a PyTorch checkpoint (no torch.save zip header)")
+    # torch.save writes a zip; older torch (3DDFA-V2's checkpoints) a pickle, which torch's
+    # weights-only unpickler still reads safely; anything else is not a checkpoint
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":
+        raise EdgefaError(f"{path}: not a PyTorch checkpoint (neither torch.save's zip nor a pickle)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: our error says it all
@@ -82,7 +82,8 @@ def _torch_load(path: Path) -> object:
     except pickle.UnpicklingError as exc:
         found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(exc), re.IGNORECASE)
         if not found:  # garbage bytes also fail inside the weights-only unpickler
-            raise EdgefaError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from exc
+            raise EdgefaError(f"{path}: not a PyTorch checkpoint the tensors-only loader can read "
+                              "(unreadable pickle data)") from exc
         raise EdgefaError(f"{path}: refused to load, holds more than tensors "
                           f"(it references {found.group(1)})") from exc
     except Exception as exc:  # truncated zip, random bytes, ...: not a checkpoint
