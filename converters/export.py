@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from converters.graph import ExportGraph
 from converters.parity import compare, gate, torch_outputs
 from edgefa import __version__
 from edgefa.errors import EdgefaError
-from edgefa.fileio import atomic_write_json, file_size_mb
+from edgefa.fileio import atomic_write_json, file_size_mb, remove_stale_temps, temp_sibling
 from edgefa.runtime.formats import ExportFormat, plan
 from quantization.qat import is_qat  # importing it also lets QAT checkpoints load (a rebuild hook)
 
@@ -130,6 +129,7 @@ def check_output_dir(out: str | Path) -> Path:
         raise EdgefaError(f"{out}: cannot create output folder ({exc.strerror or exc})") from None
     if not os.access(out, os.W_OK):
         raise EdgefaError(f"{out}: output folder is not writable")
+    remove_stale_temps(out)  # what a killed export left behind
     return out
 
 
@@ -175,7 +175,7 @@ def export_one(fmt: ExportFormat, precision: str, graph: ExportGraph, src: Sourc
                       "export the float checkpoint it started from for other formats / precisions")
         return row
     final = out / fmt.file_name(src.label + ("" if graph.postprocess else "-raw"), precision)
-    tmp = out / f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{fmt.suffix}"
+    tmp = temp_sibling(final)
     start = time.perf_counter()
     fmt.require()
     module = importlib.import_module(fmt.writer)

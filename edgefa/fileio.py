@@ -3,10 +3,51 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
 from edgefa.errors import EdgefaError
+
+# every temp file edgefa writes carries this and its process id, so a later run can tell the
+# leftovers of a killed run (process gone) from another run's work in progress
+TEMP_MARK = ".edgefa-tmp"
+_TEMP_PID = re.compile(re.escape(TEMP_MARK) + r"(\d+)")
+
+
+def temp_sibling(path: str | Path) -> Path:
+    """A hidden temp name beside ``path`` (same suffix, so format writers recognise it)."""
+    path = Path(path)
+    return path.parent / f".{path.stem}{TEMP_MARK}{os.getpid()}{path.suffix}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temp files / folders a killed edgefa run left in ``folder`` (their process is gone)."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.glob(f".*{TEMP_MARK}*"):
+        found = _TEMP_PID.search(entry.name)
+        if not found or int(found.group(1)) == os.getpid() or _alive(int(found.group(1))):
+            continue
+        try:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass  # not ours to remove after all (permissions): leave it
+    return removed
 
 
 def check_writable(path: str | Path, what: str = "output") -> Path:
@@ -23,12 +64,13 @@ def check_writable(path: str | Path, what: str = "output") -> Path:
         raise EdgefaError(f"{parent}: cannot create {what} folder ({exc.strerror or exc})") from None
     if not os.access(parent, os.W_OK):
         raise EdgefaError(f"{parent}: {what} folder is not writable")
+    remove_stale_temps(parent)
     return path
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

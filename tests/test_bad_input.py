@@ -229,3 +229,29 @@ def test_disk_full_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
     code, err = run_cli(capsys, "eval", "--model", MODEL, "--data", "synthetic:n=2", "--json", str(out))
     assert_one_line(code, err, "out.json", "No space left on device")
     assert not out.exists()
+
+
+def test_a_killed_runs_temp_files_are_removed_by_the_next_run(tmp_path, capsys):
+    """Temp files carry their process id: the next run removes those whose process is gone and
+    leaves a live process's work in progress alone."""
+    import subprocess
+    import sys
+
+    from edgefa.fileio import TEMP_MARK, temp_sibling
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    out = tmp_path / "out"
+    out.mkdir()
+    stale_file = out / f".face{TEMP_MARK}{dead_pid}.onnx"
+    stale_file.write_bytes(b"half a file")
+    stale_dir = out / f".face{TEMP_MARK}{dead_pid}.mlpackage"
+    stale_dir.mkdir()
+    (stale_dir / "Manifest.json").write_text("{}")
+    live = temp_sibling(out / "face.onnx")  # this process: alive
+    live.write_bytes(b"in progress")
+    assert temp_sibling(out / "last.pt").name == f".last{TEMP_MARK}{__import__('os').getpid()}.pt"
+    code, err = run_cli(capsys, "eval", "--model", MODEL, "--data", "synthetic:n=2", "--json", str(out / "r.json"))
+    assert code == 0, err
+    assert not stale_file.exists() and not stale_dir.exists() and live.exists()

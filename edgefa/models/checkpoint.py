@@ -18,6 +18,7 @@ import torch
 from edgefa.errors import EdgefaError
 from edgefa.facemodel.base import FaceModel
 from edgefa.facemodel.bfm import PARAM_STATS_FILE, load_bfm68
+from edgefa.fileio import temp_sibling
 from edgefa.models.architecture import rebuild_model
 from edgefa.models.registry import FaceRegressor, create_model
 from edgefa.paths import find_bfm68
@@ -58,7 +59,7 @@ def save_checkpoint(path: str | Path, model: FaceRegressor, face_model: FaceMode
     record = getattr(model, "compression_record", None)
     if record:  # pruned / QAT models: plain numbers that let model_from_checkpoint rebuild them
         state["compression"] = record
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_sibling(path)
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
