@@ -30,9 +30,10 @@ def load_run(run_dir: str | Path) -> dict:
         raise EdgefaError(f"{run_dir}: no bench.json (run `edgefa bench ... -o {run_dir}` first)")
     try:
         record = json.loads(path.read_text())
-        record["settings"], record["targets"]  # noqa: B018  (the keys every report needs)
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise EdgefaError(f"{path}: not an edgefa bench record ({type(exc).__name__})") from None
+        flat_rows(record)  # every row the report reads, read once here: a malformed record is one line
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else type(exc).__name__
+        raise EdgefaError(f"{path}: not an edgefa bench record ({detail})") from None
     record["dir"] = str(path.parent)
     return record
 

@@ -255,3 +255,12 @@ def test_a_killed_runs_temp_files_are_removed_by_the_next_run(tmp_path, capsys):
     code, err = run_cli(capsys, "eval", "--model", MODEL, "--data", "synthetic:n=2", "--json", str(out / "r.json"))
     assert code == 0, err
     assert not stale_file.exists() and not stale_dir.exists() and live.exists()
+
+
+def test_malformed_bench_record_is_one_line(tmp_path, capsys):
+    import json
+
+    record = {"settings": {"threads": [1]}, "targets": [{"name": "m.onnx", "rows": [{"latency": {"p50": 1.0}}]}]}
+    (tmp_path / "bench.json").write_text(json.dumps(record))  # a row without its thread count
+    code, err = run_cli(capsys, "report", str(tmp_path), "-o", str(tmp_path / "r"))
+    assert_one_line(code, err, "bench.json", "not an edgefa bench record", "threads")

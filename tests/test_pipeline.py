@@ -107,3 +107,7 @@ def test_pipeline_config_values_are_checked(tmp_path, capsys):
     (tmp_path / "pipeline.json").write_text("{not json")
     assert main(["pipeline", "--config", CONFIG, f"output={tmp_path}"]) == 2
     assert "not a pipeline state file" in capsys.readouterr().err
+    (tmp_path / "pipeline.json").write_text('{"stages": {"train": "done"}}')  # a stage that is not a record
+    assert main(["pipeline", "--config", CONFIG, f"output={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a pipeline state file" in err and len(err.splitlines()) == 1

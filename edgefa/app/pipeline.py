@@ -88,6 +88,7 @@ class Pipeline:
             try:
                 self.state = json.loads(self.state_path.read_text())
                 assert isinstance(self.state.get("stages"), dict)
+                assert all(isinstance(v, dict) for v in self.state["stages"].values())
             except (ValueError, AssertionError, AttributeError):
                 raise EdgefaError(f"{self.state_path}: not a pipeline state file (delete it to start over)") from None
         self.keys: dict[str, str] = {}
