@@ -5,6 +5,19 @@ from dataclasses import dataclass, field
 
 from edgefa.errors import EdgefaError
 
+# what a setting of each type must be, as error messages say it
+TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text", dict: "a mapping",
+              list: "a list"}
+
+
+def fits_type(value, want: type) -> bool:
+    """``value`` is a ``want``: bools are not numbers, ints are floats; shared by every settings check."""
+    if want is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if want is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, want)
+
 
 @dataclass
 class Spec:

@@ -8,6 +8,7 @@ import yaml
 
 from edgefa.errors import EdgefaError, closest
 from edgefa.paths import fill_shared, unfill_shared
+from edgefa.specs import TYPE_NAMES, fits_type
 
 # the shipped recipes (package data of ``training``)
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -58,13 +59,8 @@ RANGES = {
 }
 # keys whose value may also be null, or text where the default is not
 NULLABLE = {"teacher", "init", "augment"}
-CHOICES = {"device": None, "optimizer.name": ("adamw", "sgd"), "schedule.name": ("cosine", "step"),
+CHOICES = {"optimizer.name": ("adamw", "sgd"), "schedule.name": ("cosine", "step"),
            "loss.param_loss": ("l2", "wpdc", "vdc"), "loss.distill_loss": ("l2", "wpdc", "vdc")}
-
-
-def _type_name(value) -> str:
-    return {bool: "true/false", int: "a whole number", float: "a number", str: "text", dict: "a mapping",
-            list: "a list"}.get(type(value), type(value).__name__)
 
 
 def check_values(config: dict, where: str, defaults: dict | None = None, prefix: str = "") -> None:
@@ -84,11 +80,8 @@ def check_values(config: dict, where: str, defaults: dict | None = None, prefix:
         if full == "data.train" and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             continue  # several training sets
         want = type(default) if default is not None else str
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) if want is float else \
-            (isinstance(value, int) and not isinstance(value, bool)) if want is int else isinstance(value, want)
-        if not ok:
-            raise EdgefaError(f"{where}: '{full}' must be {_type_name(default if default is not None else '')}"
-                              f" (got {value!r})")
+        if not fits_type(value, want):
+            raise EdgefaError(f"{where}: '{full}' must be {TYPE_NAMES.get(want, want.__name__)} (got {value!r})")
         if full in RANGES:
             low, high = RANGES[full]
             if (low is not None and value < low) or (high is not None and value > high):

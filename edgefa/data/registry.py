@@ -6,7 +6,7 @@ import inspect
 
 from edgefa.errors import EdgefaError, closest, unknown_name_error
 from edgefa.paths import shared_root
-from edgefa.specs import parse_spec
+from edgefa.specs import TYPE_NAMES, fits_type, parse_spec
 
 # kind -> (module, class, default folder under shared/ or None if a path is required);
 # imported on use so one reader's dependencies (scipy for .mat) load only when needed
@@ -32,18 +32,7 @@ def _check_option(text: str, key: str, value, param: inspect.Parameter) -> None:
         want = _TYPES.get(str(param.annotation).split("|")[0].strip())
     if want is None:
         return
-    if want is bool:
-        ok = isinstance(value, bool)
-        expected = "true or false"
-    elif want is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        expected = "a whole number"
-    elif want is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        expected = "a number"
-    else:
-        ok = isinstance(value, str)
-        expected = "text"
+    ok, expected = fits_type(value, want), TYPE_NAMES.get(want, want.__name__)
     low = OPTION_MINIMUM.get(key)
     if ok and low is not None and value < low:
         ok, expected = False, f"{expected} >= {low}"
