@@ -19,19 +19,9 @@ import numpy as np
 
 from edgefa.data.render import render_face
 from edgefa.data.synthetic import SyntheticFaces, rotation_matrices, sample_params
+from edgefa.draw import draw_landmarks
 from edgefa.facemodel import geometry
 from edgefa.facemodel.synthetic import synthetic_face_model
-
-
-def draw_landmarks(image: np.ndarray, pts: np.ndarray, scale: int = 2) -> np.ndarray:
-    big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    groups = [(range(17), (255, 255, 0)), (range(17, 27), (0, 255, 255)), (range(27, 36), (0, 255, 0)),
-              (range(36, 48), (255, 0, 255)), (range(48, 68), (0, 0, 255))]
-    for idx, colour in groups:
-        for k in idx:
-            x, y = (pts[k, :2] + 0.5) * scale - 0.5
-            cv2.circle(big, (round(x * 4), round(y * 4)), 4, colour, -1, cv2.LINE_AA, 2)
-    return cv2.resize(big, image.shape[1::-1], interpolation=cv2.INTER_AREA)
 
 
 def save_png(path: Path, image: np.ndarray, palette: int = 0) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,9 +21,10 @@ import numpy as np
 from converters.graph import ExportGraph
 from converters.parity import compare, gate, torch_outputs
 from edgefa import __version__
+from edgefa.detect.crop import crop_metadata
 from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_json, file_size_mb, remove_stale_temps, temp_sibling
-from edgefa.runtime.formats import ExportFormat, plan
+from edgefa.runtime.formats import FORMATS, ExportFormat, plan
 from quantization.qat import is_qat  # importing it also lets QAT checkpoints load (a rebuild hook)
 
 DEFAULT_CALIB = "synthetic:seed=7"
@@ -64,7 +66,7 @@ def load_source(spec: str, name: str | None = None) -> Source:
         meta["edgefa.training_data"] = json.dumps(cfg.get("data", {}).get("train", "unknown"))
         if state.get("metrics"):
             m = state["metrics"]
-            meta["edgefa.eval"] = json.dumps({"data": cfg.get("data", {}).get("val", "?"),
+            meta["edgefa.val"] = json.dumps({"data": cfg.get("data", {}).get("val", "?"),
                                               "balanced_nme": round(m.get("balanced_mean", float("nan")), 3),
                                               "bins": {k: round(v, 3) for k, v in m.get("bins", {}).items()},
                                               "epoch": state.get("epoch")})
@@ -82,8 +84,8 @@ def load_source(spec: str, name: str | None = None) -> Source:
 
             header = read_weights(pretrained_path(model.registry_name))[2]
             meta["edgefa.training_data"] = json.dumps(header.get("training", {}).get("data", "unknown"))
-            if header.get("eval"):
-                meta["edgefa.eval"] = json.dumps(header["eval"])
+            if header.get("eval"):  # what the PyTorch weights scored; the file's own score: --eval-data
+                meta["edgefa.weights_eval"] = json.dumps(header["eval"])
         else:
             meta["edgefa.training_data"] = json.dumps("300W-LP (3DDFA-V2 release weights)" if peer
                                                       else "none: random initialisation")
@@ -133,6 +135,28 @@ def check_output_dir(out: str | Path) -> Path:
     return out
 
 
+def license_terms(training_data: str, face_model: str) -> str:
+    """The terms a device file inherits from its training data and face model (code: MIT)."""
+    terms = []
+    data = training_data.lower()
+    if "aflw" in data or "300w" in data:
+        terms.append("trained on AFLW / 300W-LP faces: research and non-commercial use only")
+    if face_model.startswith("bfm"):
+        terms.append("3DMM parameters and landmarks derive from the Basel Face Model: academic, non-commercial use")
+    if not terms:
+        return "MIT (edgefa's code; trained on its own synthetic faces, no third-party data or face model)"
+    return "; ".join(terms) + "; edgefa's code: MIT"
+
+
+def portable(value: str) -> str:
+    """No machine paths in a device file: the shared folder -> {shared}, the repo -> relative,
+    any other absolute path -> its last two parts."""
+    from edgefa.paths import REPO_ROOT, shared_root
+
+    value = value.replace(str(shared_root()), "{shared}").replace(str(REPO_ROOT) + "/", "")
+    return re.sub(r"(?<![\w.{}])/(?:[^/,:\"\s]+/)*([^/,:\"\s]+/[^/,:\"\s]+)", r".../\1", value)
+
+
 def metadata_for(src: Source, graph: ExportGraph, fmt: ExportFormat, precision: str) -> dict[str, str]:
     from edgefa.models.checkpoint import git_commit
     from edgefa.profile import count_macs, count_params
@@ -154,6 +178,9 @@ def metadata_for(src: Source, graph: ExportGraph, fmt: ExportFormat, precision: 
         "edgefa.macs": str(count_macs(graph.net)),
         **src.metadata,
     }
+    meta["edgefa.crop"] = json.dumps(crop_metadata(graph.fm_size))
+    meta["edgefa.license"] = license_terms(meta.get("edgefa.training_data", ""), graph.face_model_name)
+    meta = {k: portable(v) for k, v in meta.items()}
     if not graph.postprocess:
         meta["edgefa.param_mean"] = json.dumps([float(v) for v in graph.param_mean])  # full float32 precision
         meta["edgefa.param_std"] = json.dumps([float(v) for v in graph.param_std])
@@ -212,7 +239,9 @@ def export_one(fmt: ExportFormat, precision: str, graph: ExportGraph, src: Sourc
 def run_export(model: str, formats: str, precisions: str, out: str | Path, calib_data: str | None = None,
                calib_n: int = 200, parity_data: str | None = None, parity_n: int = 32, postprocess: bool = False,
                input_color: str = "RGB", int8_io: bool = False, threads: int | None = None,
-               name: str | None = None, progress=print) -> tuple[list[Row], Path]:
+               name: str | None = None, eval_data: str | None = None, progress=print) -> tuple[list[Row], Path]:
+    """... ``eval_data``: a dataset spec (e.g. ``aflw2000-3d``) every file that passed parity is
+    evaluated on, in its own runtime; the scores go into the file (``edgefa.eval``) and the summary."""
     check_name(name)
     jobs = plan(formats, precisions)  # unknown format / unsupported precision: before any work
     for fmt in dict.fromkeys(f for f, _ in jobs):
@@ -232,12 +261,36 @@ def run_export(model: str, formats: str, precisions: str, out: str | Path, calib
         progress(f"[{i}/{len(jobs)}] {fmt.name} {precision}: {row.status}"
                  + (f" ({row.reason})" if row.reason else "") + f" in {row.seconds:.0f} s")
         rows.append(row)
+    if eval_data:
+        for row in rows:
+            if row.status == "ok" and hasattr(importlib.import_module(FORMATS[row.format].writer), "stamp"):
+                row.info["eval"] = evaluate_file(row, eval_data, threads)
+                progress(f"{Path(row.file).name}: {eval_data}: balanced NME {row.info['eval']['balanced_nme']:.3f}")
     summary = {"model": model, "name": src.label, "postprocess": postprocess, "edgefa": __version__,
                "calib_data": calib_data or DEFAULT_CALIB if needs_calib else None, "calib_n": calib_n,
                "parity_data": parity_data or DEFAULT_PARITY, "parity_n": len(x), "rows": [asdict(r) for r in rows]}
     summary_path = out / f"{src.label}-export.json"
     atomic_write_json(summary_path, summary)
     return rows, summary_path
+
+
+def evaluate_file(row: Row, data: str, threads: int | None) -> dict:
+    """The file's accuracy on ``data``, run in its own runtime, written into the file itself."""
+    from edgefa.data.registry import create_dataset
+    from edgefa.evaluate import evaluate
+    from edgefa.runtime.artifact import ArtifactPredictor
+
+    result = evaluate(ArtifactPredictor(row.file, threads=threads or 1), create_dataset(data), progress=False)
+    if "nme" not in result:
+        raise EdgefaError(f"--eval-data {data}: has no 68-point labels to score the file against")
+    nmes = result["nme"]
+    record = {"data": portable(data), "measured_on": f"this file, {row.format} {row.precision}",
+              "balanced_nme": round(nmes["balanced_mean"], 3), "plain_nme": round(nmes["plain_mean"], 3),
+              "bins": {k: round(v, 3) for k, v in nmes["bins"].items()}}
+    if result.get("pose_mae"):
+        record["pose_mae_deg"] = {k: round(v, 2) for k, v in result["pose_mae"].items() if isinstance(v, float)}
+    importlib.import_module(FORMATS[row.format].writer).stamp(Path(row.file), {"edgefa.eval": json.dumps(record)})
+    return record
 
 
 STATUS_MARK = {"ok": "✅", "unverified": "☑️", "failed": "❌"}

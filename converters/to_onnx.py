@@ -243,3 +243,16 @@ def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return info
+
+
+def stamp(path: Path, extra: dict[str, str]) -> None:
+    """Add metadata to a written file (e.g. its measured accuracy), atomically."""
+    import onnx
+
+    from edgefa.fileio import temp_sibling
+
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    tmp = temp_sibling(path)
+    onnx.save(_set_metadata(model, {**meta, **extra}), str(tmp))
+    tmp.replace(path)

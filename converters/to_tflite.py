@@ -22,7 +22,7 @@ from torch import nn
 
 from edgefa.errors import EdgefaError
 from edgefa.runtime.formats import INPUT_NAME
-from edgefa.runtime.tflite import METADATA_NAME, interpreter, schema_module
+from edgefa.runtime.tflite import METADATA_NAME, interpreter, read_metadata, schema_module
 
 
 class _Named(nn.Module):
@@ -254,3 +254,11 @@ def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata
     Path(path).write_bytes(data)
     info["metadata"] = f"Model.metadata['{METADATA_NAME}'] (JSON object, {len(meta)} keys)"
     return info
+
+
+def stamp(path: Path, extra: dict[str, str]) -> None:
+    """Add metadata to a written file (e.g. its measured accuracy), atomically."""
+    from edgefa.fileio import atomic_write_bytes
+
+    content = Path(path).read_bytes()
+    atomic_write_bytes(path, _finish(content, {**read_metadata(content), **extra}))

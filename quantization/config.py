@@ -77,6 +77,9 @@ def stage_config(cfg: dict, stage: str, output: Path, teacher: str | None) -> di
     out = copy.deepcopy({k: v for k, v in cfg.items() if k not in SECTIONS})
     out["name"] = f"{cfg['name']}-{stage}"
     out["output"] = str(output)
+    out["init"] = None  # the stage starts from the source checkpoint, not from the source run's own init
+    if stage == "qat":  # an EMA cannot average observers whose shapes change on their first batch
+        out["ema"] = 0.0
     out["epochs"] = int(section["epochs"])
     out["optimizer"]["lr"] = float(section["lr"])
     # trained weights: no warm-up (a source recipe's 2 warm-up epochs would be a whole 2-epoch stage,

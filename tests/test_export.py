@@ -259,3 +259,34 @@ def test_exported_file_evaluates_like_the_model(postprocess, tmp_path):
     ref_lms, ref_pose = TorchPredictor(model, synthetic_face_model(), "m").predict_geometry(crops)
     np.testing.assert_allclose(got_lms, ref_lms, atol=1e-2)
     np.testing.assert_allclose(got_pose, ref_pose, atol=1e-2)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_device_file_metadata_carries_crop_rule_licence_and_its_own_scores(fmt, tmp_path):
+    _skip_missing(fmt)
+    from edgefa.detect.crop import FROM_BLAZEFACE
+    from edgefa.runtime.artifact import load_runner
+
+    rows, _ = run_export("mobilenetv3_small_100:input_size=64", fmt, "fp32", tmp_path, parity_n=2, postprocess=True,
+                         eval_data="synthetic:seed=2,n=8", **QUIET)
+    assert rows[0].status == "ok", rows[0].reason
+    meta = load_runner(rows[0].file)[1].metadata
+    crop = json.loads(meta["edgefa.crop"])
+    assert crop["size"] == 120 and crop["from_detector"]["scale"] == round(FROM_BLAZEFACE.scale, 4)
+    assert "MIT" in meta["edgefa.license"]  # a random init on no third-party data
+    scored = json.loads(meta["edgefa.eval"])  # measured on the written file, in its runtime
+    assert scored["measured_on"].startswith(f"this file, {fmt}") and scored["balanced_nme"] == rows[0].info["eval"]["balanced_nme"]
+    assert scored["balanced_nme"] > 0
+    from edgefa.paths import REPO_ROOT, shared_root
+
+    assert not [v for v in meta.values() if str(REPO_ROOT) in v or str(shared_root()) in v]  # no machine paths
+
+
+def test_portable_drops_machine_paths():
+    from converters.export import license_terms, portable
+    from edgefa.paths import shared_root
+
+    assert portable(f'"aflw-train:{shared_root()}/data/aflw-train,split=train"') == '"aflw-train:{shared}/data/aflw-train,split=train"'
+    assert portable('"folder:/home/me/photos/set1,n=3"') == '"folder:.../photos/set1,n=3"'
+    assert portable('{"size": [120, 120], "note": "x/y"}') == '{"size": [120, 120], "note": "x/y"}'
+    assert "non-commercial" in license_terms('"aflw-train:{shared}/data/aflw-train"', "bfm68")

@@ -147,13 +147,17 @@ def test_compression_recipe_config_layers_and_checks_keys(float_checkpoint):
     from quantization.config import load_compression_config, stage_config
 
     cfg = load_compression_config("training/configs/compress-mobilenetv3-small.yaml", ["prune.ratio=0.5"],
-                                  source=str(float_checkpoint), source_config={"face_model": "synthetic"})
+                                  source=str(float_checkpoint),
+                                  source_config={"face_model": "synthetic", "init": "runs/stage1/best.pt",
+                                                 "ema": 0.999})
     assert cfg["prune"]["ratio"] == 0.5 and cfg["source"] == str(float_checkpoint)
     assert cfg["face_model"] == "synthetic"  # inherited from the source checkpoint's config
     ft = stage_config(cfg, "finetune", float_checkpoint.parent / "ft", teacher=str(float_checkpoint))
     assert ft["teacher"] == str(float_checkpoint) and ft["epochs"] == cfg["finetune"]["epochs"]
     assert ft["schedule"]["warmup_epochs"] == 0 and ft["schedule"]["name"] == "cosine"  # trained weights
     assert "prune" not in ft and "qat" not in ft
+    assert ft["init"] is None  # a second-stage source's own init would overwrite the source's weights
+    assert ft["ema"] == 0.999 and stage_config(cfg, "qat", float_checkpoint.parent / "q", teacher=None)["ema"] == 0
     with pytest.raises(EdgefaError, match="did you mean 'prune.ratio'"):
         load_compression_config(None, ["prune.ratoi=0.5"])
 

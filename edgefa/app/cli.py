@@ -33,6 +33,29 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_predict(args) -> int:
+    from edgefa.app.predict import run_predict
+
+    record, skipped = run_predict(args.model, args.source, save=args.save, json_path=args.json,
+                                  detector=args.detector, passes=args.passes, threads=args.threads or None,
+                                  smooth=args.smooth, redetect_every=args.redetect_every, progress=not args.quiet)
+    entries = record["images"]
+    if len(entries) == 1 and not args.quiet:  # one photo: say what was found
+        for k, face in enumerate(entries[0]["faces"]):
+            pose = face["pose"]
+            print(f"face {k}: box {[round(v) for v in face['box']]} score {face['score']:.2f}  "
+                  f"yaw {pose['yaw']:.1f} pitch {pose['pitch']:.1f} roll {pose['roll']:.1f}")
+    faces = sum(len(e["faces"]) for e in entries)
+    frames = sum(1 for e in entries if "frame" in e)
+    what = f"{len(entries) - frames} image(s)" + (f", {frames} video frame(s)" if frames else "")
+    print(f"{what}: {faces} face(s)" + (f"; skipped {len(skipped)} file(s)" if skipped else ""))
+    if args.json:
+        print(f"wrote {args.json}")
+    if args.save:
+        print(f"overlays in {args.save}")
+    return 1 if skipped else 0
+
+
 def _cmd_models(args) -> int:
     from edgefa.models.pretrained import list_pretrained
     from edgefa.models.registry import list_models, model_entry
@@ -71,7 +94,7 @@ def _cmd_export(args) -> int:
     rows, summary = run_export(args.model, args.formats, args.precision, args.output, calib_data=args.calib_data,
                       calib_n=args.calib_n, parity_data=args.parity_data, parity_n=args.parity_n,
                       postprocess=args.postprocess, input_color=args.input_color, int8_io=args.int8_io,
-                      threads=args.threads, name=args.name)
+                      threads=args.threads, name=args.name, eval_data=args.eval_data)
     print(format_rows(rows))
     print(f"summary: {summary}")
     return 0 if all(r.status != "failed" for r in rows) else 1
@@ -153,6 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_eval)
 
+    pd = sub.add_parser("predict", help="faces in photos / folders / globs / videos: box, 68 landmarks, pose")
+    pd.add_argument("--model", required=True,
+                    help="FILE.onnx/.tflite | MODEL_NAME:pretrained | runs/x/best.pt | 3ddfa-v2-mb05:PATH")
+    pd.add_argument("--source", required=True, help="an image, a video, a folder of them or a glob ('photos/*.jpg')")
+    pd.add_argument("--save", metavar="DIR", help="write drawn overlays (landmarks, pose axes, box) here")
+    pd.add_argument("--json", metavar="FILE", help="write every face (box, score, landmarks, pose, params) here")
+    pd.add_argument("--detector", default="blazeface",
+                    help="blazeface | blazeface:PATH[,min_score=0.5] | none (each image is already a face crop)")
+    pd.add_argument("--passes", type=_at_least(1), default=2,
+                    help="model runs per face: 1 = crop from the detector box only; 2 (default) re-crops from "
+                         "the first run's landmarks")
+    pd.add_argument("--smooth", type=float, default=0.0, help="video: landmark smoothing in [0, 1) (0: none)")
+    pd.add_argument("--redetect-every", type=_at_least(1), default=10,
+                    help="video: run the detector every N frames (and when a face is lost)")
+    pd.add_argument("--threads", type=_at_least(0), default=0, help="runtime threads (0: its default)")
+    pd.add_argument("--quiet", action="store_true", help="no progress bar or per-face lines")
+    pd.set_defaults(func=_cmd_predict)
+
     mo = sub.add_parser("models", help="list the registered model architectures")
     mo.add_argument("pattern", nargs="?", default="*")
     mo.add_argument("--pretrained", action="store_true",
@@ -178,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--input-color", default="RGB", choices=["RGB", "BGR", "rgb", "bgr"],
                     help="channel order of the uint8 input with --postprocess")
     ex.add_argument("--int8-io", action="store_true", help="TFLite int8: int8 input/output tensors (default float)")
+    ex.add_argument("--eval-data", help="score every file that passed parity on this dataset (e.g. aflw2000-3d), "
+                    "in its own runtime, and write the scores into the file (edgefa.eval)")
     ex.add_argument("--threads", type=_at_least(1), help="runtime threads for the parity run")
     ex.add_argument("--name", help="file stem (default: the run folder or model name)")
     ex.add_argument("-o", "--output", required=True, help="output folder")

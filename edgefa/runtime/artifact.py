@@ -74,3 +74,9 @@ class ArtifactPredictor(Predictor):
             return super().predict_geometry(images)
         out = self.outputs(images)
         return out["landmarks"], out["pose"]
+
+    def predict_all(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.postprocess:
+            return super().predict_all(images)
+        out = self.outputs(images)
+        return out["params"], out["landmarks"], out["pose"]

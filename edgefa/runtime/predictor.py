@@ -24,3 +24,8 @@ class Predictor:
     def predict_geometry(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         params = self.predict(images).astype(np.float32)
         return landmarks(params, self.face_model), euler_angles(params.astype(np.float64))
+
+    def predict_all(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw params (B, 62), landmarks (B, 68, 3) and yaw/pitch/roll (B, 3) from one model run."""
+        params = self.predict(images).astype(np.float32)
+        return params, landmarks(params, self.face_model), euler_angles(params.astype(np.float64))
