@@ -72,6 +72,7 @@ def test_publish_writes_weights_and_a_card_measured_on_the_file(tmp_path, monkey
     nme = header["eval"]["nme"]["balanced_nme"]
     card = (tmp_path / "weights" / f"{NAME}.md").read_text()
     assert f"**{nme:.3f} %**" in card and "non-commercial" in card and "epochs=1" in card
+    assert f"python -m training.publish {run / 'best.pt'} --data synthetic:seed=2,n=8" in card
     assert main(["models", "--pretrained"]) == 0
     assert f"balanced NME {nme:.3f} %" in capsys.readouterr().out
     assert publish_main([str(tmp_path / "none.pt"), "--folder", str(tmp_path / "weights")]) == 2

@@ -45,7 +45,9 @@ def publish(checkpoint: str | Path, data: str = "aflw2000-3d", folder: Path = WE
                            "loss": cfg.get("loss"), "augment": cfg.get("augment"), "ema": cfg.get("ema"),
                            "seed": cfg.get("seed"), "git_commit": state.get("git_commit"),
                            "val": state.get("metrics", {}).get("balanced_mean", float("nan"))},
-              "licence": LICENCE}
+              "licence": LICENCE,
+              "published_with": f"python -m training.publish {checkpoint} --data {unfill_shared(data)}"
+                                + (" --notes '...' (the paragraph below)" if notes else "")}
     from edgefa.data.registry import create_dataset
 
     dataset = create_dataset(fill_shared(data))  # a bad --data fails before anything is written
@@ -87,7 +89,10 @@ def model_card(header: dict, path: Path, notes: str) -> str:
               f"{t['of_epochs']}-epoch run; seed {t['seed']}; edgefa commit {t['git_commit']} when saved)",
               f"- data: {json.dumps(t['data'])}",
               f"- loss: {json.dumps(t['loss'])}; EMA {t['ema']}; augment {json.dumps(t['augment'])}",
-              f"- validation NME (aflw-train val split, AFLW-21 points): {t['val']:.3f} %", ""]
+              f"- validation NME (aflw-train val split, AFLW-21 points): {t['val']:.3f} %"]
+    if header.get("published_with"):
+        lines.append(f"- published (evaluated on the fp16 file, card written) with: `{header['published_with']}`")
+    lines.append("")
     if notes:
         lines += [notes, ""]
     lines += ["## Licence", "", header["licence"], ""]
