@@ -1,25 +1,28 @@
-"""One predictor interface over model backends: uint8 BGR crops in, raw 62 parameters out."""
+"""One predictor interface over model backends: uint8 BGR crops in, raw 62 parameters out.
+
+torch is imported only where a PyTorch model is involved, so ``load_predictor("face.onnx")`` runs an
+exported file with the runtime install (``pip install edgefa[runtime]``: no torch)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.facemodel.base import FaceModel
 from edgefa.facemodel.geometry import dewhiten
 from edgefa.runtime.artifact import ArtifactPredictor
 from edgefa.runtime.formats import format_of_path
-from edgefa.runtime.inputs import prepare_tensor
 from edgefa.runtime.predictor import Predictor
 from edgefa.specs import parse_spec
 
 PEER_KINDS = {"3ddfa-v2-mb05": 0.5, "3ddfa-v2-mb1": 1.0}
 
 
-def to_model_input(images: torch.Tensor, model) -> torch.Tensor:
-    """(B, S, S, 3) uint8 BGR -> normalised float NCHW at the model's input size and colour order."""
+def to_model_input(images, model):
+    """(B, S, S, 3) uint8 BGR tensor -> normalised float NCHW at the model's input size and colour order."""
+    from edgefa.models.inputs import prepare_tensor
+
     return prepare_tensor(images, model.input_spec())
 
 
@@ -31,10 +34,12 @@ class TorchPredictor(Predictor):
         self.device = device
         self.input_size = int(model.input_size)
 
-    @torch.inference_mode()
     def predict(self, images: np.ndarray) -> np.ndarray:
-        x = to_model_input(torch.from_numpy(np.ascontiguousarray(images)).to(self.device), self.model)
-        params_w = self.model(x).float().cpu().numpy()
+        import torch
+
+        with torch.inference_mode():
+            x = to_model_input(torch.from_numpy(np.ascontiguousarray(images)).to(self.device), self.model)
+            params_w = self.model(x).float().cpu().numpy()
         return dewhiten(params_w, self.face_model)
 
 
@@ -42,11 +47,11 @@ def load_predictor(text: str, device: str = "cpu", threads: int | None = None) -
     """``3ddfa-v2-mb05:PATH[,bfm=DIR]``, an edgefa ``.pt`` checkpoint, an exported file
     (``.onnx``, ``.tflite``, ``.mlpackage``: run in its own runtime), ``MODEL_NAME:pretrained``
     (weights shipped in the package) or ``MODEL_NAME[:k=v]`` (untrained)."""
+    if format_of_path(text) is not None:  # run in its own runtime: no torch
+        return ArtifactPredictor(text, threads=threads)
     from edgefa.models.checkpoint import load_3ddfa_v2, model_from_checkpoint
     from edgefa.models.registry import create_model, list_models
 
-    if format_of_path(text) is not None:  # run in its own runtime
-        return ArtifactPredictor(text, threads=threads)
     spec = parse_spec(text, set(PEER_KINDS) | set(list_models()))
     if spec is not None and spec.kind in PEER_KINDS:
         if not spec.path:

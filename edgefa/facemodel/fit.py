@@ -8,10 +8,28 @@ Alternates two linear problems, as in the classic 3DMM fitting recipe:
 """
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 
 from edgefa.facemodel.base import N_EXPR, N_LANDMARKS, N_POSE, N_SHAPE, FaceModel
-from edgefa.facemodel.geometry import _batched, _const, _numpy_in_out
+from edgefa.facemodel.geometry import _batched, _const
+
+
+def _numpy_in_out(fn):
+    """Run a torch implementation on numpy inputs too, returning numpy of the input's float type
+    (the fit needs SVD / least squares, which the array-API geometry does not cover)."""
+
+    @functools.wraps(fn)
+    def wrapper(x, *args, **kwargs):
+        if isinstance(x, torch.Tensor):
+            return fn(x, *args, **kwargs)
+        arr = np.asarray(x)
+        dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.float32
+        return fn(torch.from_numpy(np.ascontiguousarray(arr, dtype=dtype)), *args, **kwargs).detach().cpu().numpy()
+
+    return wrapper
 
 
 def _umeyama(src: torch.Tensor, dst: torch.Tensor):

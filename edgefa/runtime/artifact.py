@@ -1,7 +1,8 @@
 """Run any exported file like a PyTorch model: ``edgefa eval --model face.onnx`` and the benchmarks.
 
 The file's own metadata (``edgefa.input``, ``edgefa.outputs``, ``edgefa.param_mean/std``) says how
-to feed it and read it, so this is also the reference for what an app must do.
+to feed it and read it, so this is also the reference for what an app must do. Needs no torch:
+numpy input preparation and geometry, the face model's bases from numpy/scipy.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from edgefa.errors import EdgefaError
 from edgefa.runtime.formats import format_of_path
-from edgefa.runtime.inputs import prepare_input
+from edgefa.runtime.inputs import InputContract, prepare_input
 from edgefa.runtime.predictor import Predictor
 
 
@@ -34,6 +35,10 @@ class ArtifactPredictor(Predictor):
         if "edgefa.input" not in meta:
             raise EdgefaError(f"{path}: no edgefa.input metadata (not exported by edgefa export?)")
         self.input_spec = json.loads(meta["edgefa.input"])
+        try:  # a damaged spec fails here, naming the file, not at the first batch
+            self.input_contract = InputContract.read(self.input_spec)
+        except EdgefaError as exc:
+            raise EdgefaError(f"{path}: edgefa.input metadata: {exc}") from None
         self.postprocess = json.loads(meta.get("edgefa.postprocess", "false"))
         self.name = self.path.name
         self._crop_size = int(meta.get("edgefa.crop_size", self.input_spec["size"][0]))
@@ -61,7 +66,7 @@ class ArtifactPredictor(Predictor):
                        param_std=np.asarray(json.loads(meta["edgefa.param_std"]), np.float32))
 
     def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        return self.runner.run(prepare_input(images, self.input_spec))
+        return self.runner.run(prepare_input(images, self.input_contract))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         out = self.outputs(images)

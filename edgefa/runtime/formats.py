@@ -49,7 +49,8 @@ class ExportFormat:
         options = RUNTIME_IMPORTS[self.runtime_key]
         if any(importlib.util.find_spec(m) is not None for m in options):
             return None
-        return f"runtime '{self.runtime_key}' not installed ({' or '.join(options)}): pip install 'edgefa[{self.extra}]'"
+        extra = RUNTIME_EXTRAS.get(self.runtime_key, self.extra)
+        return f"runtime '{self.runtime_key}' not installed ({' or '.join(options)}): pip install 'edgefa[{extra}]'"
 
     def runner_module(self):
         """The module with ``load(path, threads)``: needs only the runtime, not the converter."""
@@ -63,6 +64,8 @@ class ExportFormat:
 # interpreter, ai-edge-litert its maintained successor
 RUNTIME_IMPORTS = {"onnxruntime": ("onnxruntime",), "litert": ("ai_edge_litert", "tflite_runtime"),
                    "coreml": ("coremltools",), "torch": ("torch",)}
+# the pip extra that installs each runtime alone (no torch, no converter); others: the format's extra
+RUNTIME_EXTRAS = {"onnxruntime": "runtime", "litert": "runtime", "torch": "train"}
 
 # what an exported file outputs: the bare network, or the graph with pre/post-processing
 RAW_OUTPUTS = {"params": "whitened 3DMM parameters (B, 62): raw = params * param_std + param_mean; "

@@ -1,4 +1,4 @@
-"""Run an .onnx file in onnxruntime (CPU), with pinned threads."""
+"""Run an .onnx file in onnxruntime (CPU), with pinned threads; onnxruntime alone (no torch, no onnx)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,15 +22,13 @@ def session(model_or_path, threads: int | None = None):
 
 class OnnxRunner:
     def __init__(self, path: str | Path, threads: int | None = None):
-        import onnx
-
         path = Path(path)
         try:
-            proto = onnx.load(str(path), load_external_data=False)
             self.session = session(path, threads)
         except Exception as exc:
             raise EdgefaError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: {str(exc)[:160]})") from None
-        self.metadata = {p.key: p.value for p in proto.metadata_props}
+        # the file's metadata_props as onnxruntime reads them: running needs no `onnx` package
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
 
