@@ -9,6 +9,7 @@ import torch
 from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.facemodel.base import FaceModel
 from edgefa.facemodel.geometry import dewhiten
+from edgefa.fileio import refuse_special_file
 from edgefa.runtime.artifact import ArtifactPredictor
 from edgefa.runtime.formats import format_of_path
 from edgefa.runtime.inputs import prepare_tensor
@@ -46,6 +47,7 @@ def load_predictor(text: str, device: str = "cpu", threads: int | None = None) -
     from edgefa.models.registry import create_model, list_models
 
     if format_of_path(text) is not None:  # run in its own runtime
+        refuse_special_file(text, "model file")  # a FIFO would block the runtime's read forever
         return ArtifactPredictor(text, threads=threads)
     spec = parse_spec(text, set(PEER_KINDS) | set(list_models()))
     if spec is not None and spec.kind in PEER_KINDS:
