@@ -247,7 +247,7 @@ def judge(case: Case, root: Path, code: int | None, stderr: str, seconds: float,
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     expect = [e.replace("{root}", str(root)) for e in case.expect]
     outcome = {"class": case.klass, "case": case.name, "exit": code, "hung": hung, "seconds": round(seconds, 1),
-               "lines": len(lines), "one_line": len(lines) == 1, "traceback": "Traceback" in stderr,
+               "lines": len(lines), "one_line": len(lines) == 1, "one_line_expected": case.one_line, "traceback": "Traceback" in stderr,
                "line": lines[0] if len(lines) == 1 else (lines[-1] if lines else ""),
                "partial": leftovers(case, root)}
     missing = [e for e in expect if not (lines and e in lines[0])]
