@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from benchmarks.machine import machine_facts
 from edgefa.errors import EdgefaError, unknown_name_error
-from edgefa.fileio import atomic_write_bytes, atomic_write_json, check_writable
+from edgefa.fileio import check_writable, json_bytes, refuse_special_file, temp_sibling, write_file_set
 from edgefa.paths import shared_root
 from edgefa.runtime.formats import FORMATS, format_of_path, parse_list
 
@@ -86,10 +86,14 @@ def collect_targets(inputs: list[str]) -> list[Target]:
             found = sorted((p for p in path.rglob("*") if (format_of_path(p) and not p.name.startswith("."))
                             or (p.suffix == ".pt" and p.name != "last.pt")), key=_file_order)
             found = [p for p in found if not any(format_of_path(q) for q in p.parents)]  # not inside .mlpackage
+            for p in found:
+                refuse_special_file(p, "model file")
             if not found:
                 targets.append(Target(text, "missing", text, "?", note=f"{text}: no exported files or checkpoints in folder"))
             targets += [_file_target(p) for p in found]
         elif format_of_path(path) is not None or path.suffix in (".pt", ".pth"):
+            # a FIFO would hang the metadata peek in this process, out of --timeout's reach
+            refuse_special_file(path, "model file")
             if not path.exists():
                 targets.append(Target(path.name, "missing", text, "?", note=f"{text}: file not found"))
             else:
@@ -183,14 +187,16 @@ def check_data(data: str | None) -> str | None:
     return None
 
 
-def run_target(target: Target, job: dict, timeout: float, bar) -> None:
+def run_target(target: Target, job: dict, timeout: float, bar, job_dir: str | Path | None = None) -> None:
     import threading
 
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump({**job, "kind": target.kind, "ref": target.ref}, fh)
+    # the job file carries this process's id in the run folder: a killed bench's leftover is
+    # removed by the next run writing there (edgefa.fileio.remove_stale_temps)
+    job_path = temp_sibling(Path(job_dir or tempfile.gettempdir()) / f"job-{slug(target.name)}.json")
+    job_path.write_text(json.dumps({**job, "kind": target.kind, "ref": target.ref, "parent_pid": os.getpid()}))
     # stderr to a file, not a pipe: runtimes can log more than a pipe buffer while we read stdout
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", fh.name], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(job_path)], stdout=subprocess.PIPE,
                                 stderr=err, text=True, cwd=Path(__file__).resolve().parent.parent)
         watchdog = threading.Timer(timeout, proc.kill)  # a hung model prints nothing: kill it on time
         watchdog.start()
@@ -219,7 +225,7 @@ def run_target(target: Target, job: dict, timeout: float, bar) -> None:
                 proc.wait()
             timed_out = not watchdog.is_alive() and proc.returncode not in (0, 1)
             watchdog.cancel()
-            os.unlink(fh.name)
+            job_path.unlink(missing_ok=True)
         err.seek(0)
         stderr = err.read()
     if timed_out:
@@ -270,17 +276,18 @@ def run_bench(inputs: list[str], out: str | Path, runtimes="torch,onnxruntime,li
                 bar.update(len(thread_counts))
                 continue
             overlay = out / "overlays" / f"{slug(t.name)}.npz"
-            run_target(t, {**job, "overlay": str(overlay), "accuracy": t.kind != "foreign-tflite"}, timeout, bar)
+            run_target(t, {**job, "overlay": str(overlay), "accuracy": t.kind != "foreign-tflite"}, timeout, bar,
+                       job_dir=out)
     record = {"command": command, "machine": machine_facts(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "seconds": round(time.perf_counter() - start, 1),
               "settings": {"runtimes": runtime_names, "threads": thread_counts, "warmup": warmup, "runs": runs,
                            "min_time": min_time, "batch": batch, "data": data, "data_error": data_error,
                            "peers": peers},
               "targets": [asdict(t) for t in targets]}
-    atomic_write_json(out / "bench.json", record)
     from benchmarks.tables import bench_markdown
 
-    atomic_write_bytes(out / "bench.md", bench_markdown(record).encode())
+    # a pair, both or neither: the report reads bench.json, people read bench.md
+    write_file_set({out / "bench.json": json_bytes(record), out / "bench.md": bench_markdown(record).encode()})
     failed = data_error is not None or any(t.status == "failed" for t in targets)
     return record, 1 if failed else 0
 

@@ -17,7 +17,7 @@ from benchmarks import plots
 from benchmarks.bench import slug
 from benchmarks.tables import bench_markdown, display_name, flat_rows, settings_lines, table_cells
 from edgefa.errors import EdgefaError
-from edgefa.fileio import atomic_write_bytes, atomic_write_json, check_writable, with_ext
+from edgefa.fileio import check_writable, json_bytes, with_ext, write_file_set
 from edgefa.metrics import BIN_NAMES
 
 MAX_OVERLAY_ROWS = 8
@@ -180,21 +180,15 @@ def write_report(run_dirs: list[str], output: str | Path, title: str | None = No
     rows_by_run = [(rec["dir"], _labelled(flat_rows(rec))) for rec in runs]
     deltas = [(rec["dir"], compare(runs[0], rec)) for rec in runs[1:]]
     pngs = figures(runs, rows_by_run)
-    written = []
-    fig_names = {}
-    for key, png in pngs.items():
-        path = out.parent / f"{out.name}-{key}.png"
-        atomic_write_bytes(path, png)
-        fig_names[key] = path.name
-        written.append(path)
+    fig_paths = {key: out.parent / f"{out.name}-{key}.png" for key in pngs}
     title = title or f"edgefa benchmark: {out.name}"
-    outputs = {".md": markdown(title, runs, fig_names, deltas, preface).encode(), ".csv": write_csv(rows_by_run),
-               ".html": html_page(title, runs, rows_by_run, pngs, deltas, preface).encode()}
-    for suffix, data in outputs.items():
-        atomic_write_bytes(with_ext(out, suffix), data)
-        written.append(with_ext(out, suffix))
-    atomic_write_json(with_ext(out, ".json"), {"title": title, "runs": runs,
-                                                 "rows": {run: rows for run, rows in rows_by_run},
-                                                 "comparisons": {name: d for name, d in deltas}})
-    written.append(with_ext(out, ".json"))
-    return written
+    record = {"title": title, "runs": runs, "rows": {run: rows for run, rows in rows_by_run},
+              "comparisons": {name: d for name, d in deltas}}
+    files = {fig_paths[key]: png for key, png in pngs.items()}
+    files[with_ext(out, ".md")] = markdown(title, runs, {k: p.name for k, p in fig_paths.items()}, deltas,
+                                           preface).encode()
+    files[with_ext(out, ".csv")] = write_csv(rows_by_run)
+    files[with_ext(out, ".html")] = html_page(title, runs, rows_by_run, pngs, deltas, preface).encode()
+    files[with_ext(out, ".json")] = json_bytes(record)
+    # all or nothing: a full disk used to leave the PNGs, .md and .csv without the .html and .json
+    return write_file_set(files)

@@ -10,7 +10,10 @@ Internal: ``python -m benchmarks.worker JOB.json`` prints one ``@@edgefa {json}`
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -21,6 +24,45 @@ from edgefa.errors import EdgefaError
 from edgefa.fileio import file_size_mb
 
 EVENT_PREFIX = "@@edgefa "
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 1.0
+
+
+def _parent_gone(parent_pid: int) -> bool:
+    try:
+        os.kill(parent_pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """A bench killed with ``kill -9`` cannot stop its worker, which would then run on for minutes,
+    holding cores and memory. Linux: the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG;
+    it fires when the thread that started us exits: bench starts workers from its main thread).
+    Everywhere: a thread polls the parent id (macOS has no prctl). The parent may die before either
+    is in place, so it is checked once right after."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)  # 9: SIGKILL
+        except (OSError, AttributeError):
+            pass  # no prctl (odd libc): the polling thread still covers it
+    if not parent_pid:
+        return
+    if os.getppid() != parent_pid and _parent_gone(parent_pid):
+        os._exit(1)  # the parent died before we could watch it
+    started_under = os.getppid()  # the bench, or a launcher between us (Windows venv python)
+
+    def watch():
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != started_under:  # re-parented: our parent is gone
+                os._exit(1)
+    threading.Thread(target=watch, name="edgefa-parent-watch", daemon=True).start()
 
 
 def emit(event: str, **data) -> None:
@@ -223,6 +265,7 @@ def run_accuracy(target, data: str, threads: int, overlay_path: str | None, batc
 
 def main(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
+    die_with_parent(job.get("parent_pid"))
     target = make_target(job["kind"], job["ref"])
     baseline = rss_mb()
     crops = latency_crops(job.get("data"), job["batch"])

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -50,6 +51,61 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     return removed
 
 
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def _not_regular(path: Path, mode: int, what: str) -> EdgefaError:
+    kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "not a plain file")
+    return EdgefaError(f"{path}: {what} is not a regular file ({kind})")
+
+
+def require_regular_file(path: str | Path, what: str = "file") -> Path:
+    """``path`` if it is a regular file (or a link to one), else one clear line. Reading a FIFO or a
+    device blocks forever or never ends: edgefa reads regular files only, wherever it reads files."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise EdgefaError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise EdgefaError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        raise _not_regular(path, mode, what)
+    return path
+
+
+def refuse_special_file(path: str | Path, what: str = "file") -> None:
+    """One clear line when ``path`` exists and is a FIFO / socket / device; missing paths and folders
+    (an .mlpackage) are left to the caller's own messages."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise _not_regular(Path(path), mode, what)
+
+
+def read_regular_bytes(path: str | Path, what: str = "file") -> bytes:
+    """The bytes of a regular file. Opened non-blocking and checked on the open descriptor, so a FIFO
+    swapped in after a check cannot hang the read."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise EdgefaError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise EdgefaError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode, what)
+        try:
+            return fh.read()
+        except OSError as exc:
+            raise EdgefaError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+
+
 def check_writable(path: str | Path, what: str = "output") -> Path:
     """Fail before any work if ``path`` cannot be written (its folder is created if missing)."""
     path = Path(path)
@@ -82,7 +138,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def with_ext(stem: str | Path, suffix: str) -> Path:
@@ -91,12 +147,43 @@ def with_ext(stem: str | Path, suffix: str) -> Path:
     return stem.parent / (stem.name + suffix)
 
 
+def write_file_set(files: dict[Path, bytes]) -> list[Path]:
+    """Write a set of files all or nothing: every file to its temp name first, then all renamed into
+    place. A failure (disk full) removes the temps and raises OSError naming the final path, so a
+    reader never finds half a set (a report's .md beside no .html). Returns the paths written."""
+    temps: dict[Path, Path] = {}
+    placed: list[Path] = []
+    path = None
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            temps[path] = temp_sibling(path)
+            with open(temps[path], "wb") as fh:
+                fh.write(data)
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+            placed.append(path)
+    except OSError as exc:
+        if placed:  # a rename failed after others went through (rare: renames need no space): undo them
+            for done in placed:
+                done.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"{exc.strerror or exc} (no file of the set written)", str(path)) from None
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+    return placed
+
+
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode()
+
+
 def write_md_json(stem: str | Path, record: dict, markdown: str) -> Path:
-    """A report pair, STEM.md and STEM.json, each written atomically; returns the .md path."""
+    """A report pair, STEM.md and STEM.json, written together (both or neither); returns the .md path."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(with_ext(stem, ".json"), record)
-    atomic_write_bytes(with_ext(stem, ".md"), markdown.encode())
+    remove_stale_temps(stem.parent)
+    write_file_set({with_ext(stem, ".json"): json_bytes(record), with_ext(stem, ".md"): markdown.encode()})
     return with_ext(stem, ".md")
 
 

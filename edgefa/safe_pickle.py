@@ -10,6 +10,7 @@ import pickle
 from pathlib import Path
 
 from edgefa.errors import EdgefaError
+from edgefa.fileio import read_regular_bytes
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -31,10 +32,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def load_array_pickle(path: str | Path):
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise EdgefaError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    data = read_regular_bytes(path, "pickle")
     try:
         return _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
     except Exception as exc:  # any decoding failure is a bad file, not a bug

@@ -6,14 +6,14 @@ from pathlib import Path
 import numpy as np
 
 from edgefa.errors import EdgefaError
+from edgefa.fileio import require_regular_file
 
 
 def read_mat(path: str | Path, keys: tuple[str, ...], what: str) -> dict:
     from scipy.io import loadmat  # scipy is only needed for the original-image layouts
 
     path = Path(path)
-    if not path.is_file():
-        raise EdgefaError(f"{path}: label file not found")
+    require_regular_file(path, "label file")  # a FIFO would block loadmat forever
     try:
         mat = loadmat(str(path), variable_names=list(keys))
     except Exception as exc:  # scipy raises several types for damaged files

@@ -18,7 +18,7 @@ import torch
 from edgefa.errors import EdgefaError
 from edgefa.facemodel.base import FaceModel
 from edgefa.facemodel.bfm import PARAM_STATS_FILE, load_bfm68
-from edgefa.fileio import temp_sibling
+from edgefa.fileio import require_regular_file, temp_sibling
 from edgefa.models.architecture import rebuild_model
 from edgefa.models.registry import FaceRegressor, create_model
 from edgefa.paths import find_bfm68
@@ -68,8 +68,7 @@ def save_checkpoint(path: str | Path, model: FaceRegressor, face_model: FaceMode
 
 
 def _torch_load(path: Path) -> object:
-    if not path.is_file():
-        raise EdgefaError(f"{path}: checkpoint not found")
+    require_regular_file(path, "checkpoint")  # a FIFO would block torch.load forever
     with open(path, "rb") as fh:
         head = fh.read(4)
     # torch.save writes a zip; older torch (3DDFA-V2's checkpoints) a pickle, which torch's

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefa.errors import EdgefaError
+from edgefa.fileio import refuse_special_file
 from edgefa.runtime.formats import format_of_path
 from edgefa.runtime.inputs import InputContract, prepare_input
 from edgefa.runtime.predictor import Predictor
@@ -24,6 +25,7 @@ def load_runner(path: str | Path, threads: int | None = None):
         raise EdgefaError(f"{path}: not an exported model (expected {', '.join(sorted({'.onnx', '.tflite', '.mlpackage'}))})")
     if not path.exists():
         raise EdgefaError(f"{path}: file not found")
+    refuse_special_file(path, "model file")  # a FIFO would block the runtime's read forever
     return fmt, fmt.runner_module().load(path, threads=threads)
 
 
