@@ -140,3 +140,29 @@ def test_bad_input_spec_is_one_line(key, value, message):
     del spec[key]
     with pytest.raises(EdgefaError, match=f"missing '{key}'"):
         prepare_input(np.zeros((1, 64, 64, 3), np.uint8), spec)
+
+
+def test_predict_and_face_aligner_run_without_torch(exported):
+    """`edgefa predict` and `FaceAligner` on an exported file, in the runtime install (no torch)."""
+    import json
+
+    import cv2
+
+    files, _, crops, out = exported
+    cv2.imwrite(str(out / "face.png"), crops[0])
+    child = CHILD.split("import numpy as np")[0] + textwrap.dedent("""
+        from edgefa.app.cli import main
+        import edgefa
+
+        code = main(["predict", "--model", sys.argv[1], "--source", sys.argv[2], "--detector", "none",
+                     "--json", sys.argv[3], "--save", sys.argv[4], "--quiet"])
+        faces = edgefa.FaceAligner(sys.argv[1], detector="none")(__import__("cv2").imread(sys.argv[2]))
+        print("exit", code, "faces", len(faces), "torch" in sys.modules)
+    """)
+    proc = subprocess.run([sys.executable, "-c", child, files[1], str(out / "face.png"), str(out / "faces.json"),
+                           str(out / "drawn")], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "exit 0 faces 1 False" in proc.stdout
+    face = json.loads((out / "faces.json").read_text())["images"][0]["faces"][0]
+    assert np.asarray(face["landmarks"]).shape == (68, 3) and (out / "drawn" / "face.png").is_file()
