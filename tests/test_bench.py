@@ -107,7 +107,7 @@ def test_bad_inputs_fail_their_rows_and_the_rest_runs(exported, tmp_path, monkey
     assert status["truncated.onnx"][0] == "failed" and "truncated.onnx: not a loadable ONNX model" in status["truncated.onnx"][1]
     assert status["garbage.tflite"][0] == "skipped"
     assert "runtime 'litert' not installed" in status["garbage.tflite"][1]
-    assert status["garbage.tflite"][1].endswith("pip install 'edgefa[tflite]'")
+    assert status["garbage.tflite"][1].endswith("pip install 'edgefa[runtime]'")  # running needs only the runtime extra
     assert status["missing.onnx"][0] == "failed" and "file not found" in status["missing.onnx"][1]
     assert "did you mean 'synthetic'" in record["settings"]["data_error"]
 

@@ -8,7 +8,7 @@ import pytest
 from edgefa.app.cli import main
 from edgefa.detect import create_detector
 from edgefa.detect.blazeface import box_iou, ssd_anchors, weighted_nms
-from edgefa.detect.crop import FROM_LANDMARKS, LANDMARKS_3DDFA_V2, CropRule, landmark_box
+from edgefa.detect.crop import FROM_LANDMARKS_ON_LABELS, LANDMARKS_3DDFA_V2, CropRule, landmark_box
 from edgefa.errors import EdgefaError
 
 from .conftest import shared_path
@@ -53,7 +53,7 @@ def test_crop_rules_are_square_and_near_3ddfa_v2s():
     assert crop[2] - crop[0] == pytest.approx(120) and crop[3] - crop[1] == pytest.approx(120)
     assert (crop[0] + crop[2]) / 2 == pytest.approx(40 + 8) and (crop[1] + crop[3]) / 2 == pytest.approx(60 - 4)
     # the rule fitted on aflw-train is 3DDFA-V2's landmark rule within 2 % of the size
-    assert abs(FROM_LANDMARKS.scale - LANDMARKS_3DDFA_V2.scale) < 0.03 and abs(FROM_LANDMARKS.dx) < 0.01
+    assert abs(FROM_LANDMARKS_ON_LABELS.scale - LANDMARKS_3DDFA_V2.scale) < 0.03 and abs(FROM_LANDMARKS_ON_LABELS.dx) < 0.01
     pts = np.array([[0, 0, 5], [10, 20, 1]], np.float32)
     assert landmark_box(pts).tolist() == [0, 0, 10, 20]
 
