@@ -4,10 +4,11 @@ mobile product users compare against is scored on the same AFLW2000-3D protocol 
 
 It gets the same uint8 BGR 120x120 protocol crops every edgefa model gets. MediaPipe's own pipeline
 crops differently: it takes BlazeFace's box (or the previous frame's landmark box), enlarges it 1.5x,
-squares and rotates it upright, and resizes that to 192x192 RGB in [0, 1]. Here the crop, or a centred
-sub-square of it (``framing``: its side as a fraction of the crop's, chosen on aflw-train by
-``python -m training.mediapipe_correspondence`` and stored with the mapping), is resized to 192x192;
-no rotation is applied, as for every edgefa model.
+squares and rotates it upright, and resizes that to 192x192 RGB in [0, 1]. Here a centred square of
+``framing`` times the crop's side is resized to 192x192 (chosen on aflw-train by ``python -m
+training.mediapipe_correspondence`` among 0.8-1.45 and stored with the mapping: 1.15, i.e. the crop
+padded by repeating its edge pixels, as the protocol crop frames the face tighter than MediaPipe's
+1.5x box); no rotation is applied, as for every edgefa model.
 
 Outputs: 468 points (x, y in input pixels, z relative depth at roughly x's scale) -> 68 iBUG points
 by a sparse convex combination of mesh vertices per point (``mediapipe_68.json``, learned on
@@ -65,7 +66,7 @@ class FaceMeshModel:
     def run(self, images: np.ndarray, framing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """uint8 BGR (B, S, S, 3) -> points (B, 468, 3) in pixels of a 120 crop, face scores (B,) in [0, 1].
 
-        ``framing``: side of the centred sub-square of the crop that is fed to the model."""
+        ``framing``: side of the centred square fed to the model, as a fraction of the crop's (> 1: padded)."""
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
             raise EdgefaError(f"expected square BGR crops (B, S, S, 3), got shape {images.shape}")
