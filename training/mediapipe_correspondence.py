@@ -4,8 +4,8 @@ so ``edgefa eval --model mediapipe-face:FILE`` scores it on the 68-point protoco
     python -m training.mediapipe_correspondence --data ../shared/data/aflw-train \
         --labels runs/labels/aflw-train.npz -o edgefa/peers/mediapipe_68.json
 
-MediaPipe runs on every aflw-train crop at each candidate ``framing`` (the centred sub-square of the
-crop fed to it). On the **train** split, per 68-point label: the K mesh vertices nearest to it on average
+MediaPipe runs on every aflw-train crop at each candidate ``framing`` (side of the centred square
+fed to it over the crop's; > 1 pads). On the **train** split, per 68-point label: the K mesh vertices nearest to it on average
 are its candidates, and a non-negative least-squares fit with the weights summing to 1 (a convex
 combination, so the point moves with the mesh) picks a sparse few; a global xy offset (pixel-centre
 conventions) is fitted with them. z: one scale (sign included) taking MediaPipe's depth to 3DDFA's.
