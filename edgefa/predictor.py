@@ -17,6 +17,7 @@ from edgefa.runtime.predictor import Predictor
 from edgefa.specs import parse_spec
 
 PEER_KINDS = {"3ddfa-v2-mb05": 0.5, "3ddfa-v2-mb1": 1.0}
+MEDIAPIPE_KIND = "mediapipe-face"  # MediaPipe Face Mesh (468 points -> 68): edgefa.peers.mediapipe_face
 
 
 def to_model_input(images, model):
@@ -44,9 +45,12 @@ class TorchPredictor(Predictor):
 
 
 def load_predictor(text: str, device: str = "cpu", threads: int | None = None) -> Predictor:
-    """``3ddfa-v2-mb05:PATH[,bfm=DIR]``, an edgefa ``.pt`` checkpoint, an exported file
+    """``3ddfa-v2-mb05:PATH[,bfm=DIR]``, ``mediapipe-face[:PATH][,mapping=FILE]``, an edgefa ``.pt`` checkpoint, an exported file
     (``.onnx``, ``.tflite``, ``.mlpackage``: run in its own runtime), ``MODEL_NAME:pretrained``
     (weights shipped in the package) or ``MODEL_NAME[:k=v]`` (untrained)."""
+    mediapipe = parse_spec(text, {MEDIAPIPE_KIND})  # before the suffix test: its path ends in .tflite
+    if mediapipe is not None:  # numpy + LiteRT: no torch
+        return _mediapipe_predictor(mediapipe, text, threads)
     if format_of_path(text) is not None:  # run in its own runtime: no torch
         return ArtifactPredictor(text, threads=threads)
     from edgefa.models.checkpoint import load_3ddfa_v2, model_from_checkpoint
@@ -83,4 +87,16 @@ def load_predictor(text: str, device: str = "cpu", threads: int | None = None) -
         model, fm, _ = model_from_checkpoint(path)
         return TorchPredictor(model, fm, path.stem if path.stem not in ("best", "last") else
                               f"{path.parent.name}/{path.name}", device)
-    raise unknown_name_error("model", text.partition(":")[0], set(PEER_KINDS) | set(list_models()))
+    raise unknown_name_error("model", text.partition(":")[0], set(PEER_KINDS) | {MEDIAPIPE_KIND} | set(list_models()))
+
+
+def _mediapipe_predictor(spec, text: str, threads: int | None) -> Predictor:
+    """MediaPipe's face_landmark.tflite (default: the shared folder's copy); numpy + LiteRT, no torch."""
+    from edgefa.paths import shared_root
+    from edgefa.peers.mediapipe_face import MediaPipeFacePredictor
+
+    unknown = set(spec.options) - {"mapping"}
+    if unknown:
+        raise EdgefaError(f"--model {text}: unknown option '{sorted(unknown)[0]}' (valid: mapping)")
+    path = spec.path or shared_root() / "peers" / "mediapipe_face" / "face_landmark.tflite"
+    return MediaPipeFacePredictor(path, mapping=spec.options.get("mapping"), threads=threads)

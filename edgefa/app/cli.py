@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="NME by yaw bin and pose MAE of a model on a dataset")
     ev.add_argument("--model", required=True,
                     help="3ddfa-v2-mb05:PATH[,bfm=DIR] | runs/x/best.pt | FILE.onnx/.tflite/.mlpackage "
-                         "(run in its runtime) | MODEL_NAME:pretrained (shipped weights) | MODEL_NAME (untrained)")
+                         "(run in its runtime) | MODEL_NAME:pretrained (shipped weights) | MODEL_NAME (untrained) | "
+                         "mediapipe-face[:face_landmark.tflite] (MediaPipe Face Mesh, 468 -> 68 points)")
     ev.add_argument("--data", required=True,
                     help="aflw2000-3d[:PATH] | aflw2000-3d-original[:PATH][,box=roi|mat|landmarks|F.npy] | "
                          "aflw-train[:PATH] | 300w-lp:PATH | folder:PATH | synthetic:seed=0,n=500")
