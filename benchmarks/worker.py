@@ -168,10 +168,16 @@ class TorchTarget:
 
 
 class ForeignTFLiteTarget:
-    """A .tflite not made by edgefa (MediaPipe's face_landmark): latency with its own input; no accuracy."""
+    """A .tflite not made by edgefa: latency with its own input; accuracy only for MediaPipe's
+    face_landmark, through its learned 468 -> 68 mapping (``edgefa.peers.mediapipe_face``)."""
 
     def __init__(self, path: str):
         self.path = Path(path)
+
+    def predictor(self, threads: int):
+        from edgefa.peers.mediapipe_face import MediaPipeFacePredictor
+
+        return MediaPipeFacePredictor(self.path, threads=threads)
 
     def load(self, threads: int, crops: np.ndarray):
         import cv2
