@@ -4,26 +4,34 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from edgefa.data.base import crop_to_original
-from edgefa.data.workers import single_thread_worker
+from edgefa.data.base import collate, crop_to_original
 from edgefa.metrics import BIN_NAMES, auc, ced_curve, nme, nme_by_yaw, pose_mae
 
 
 def predict_dataset(predictor, dataset, batch: int = 64, workers: int = 0, progress: bool = True) -> dict:
     """Run the predictor over the dataset; returns its landmarks (crop pixels of the predictor's
     crop size) and pose, with the labels needed for metrics."""
-    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers,
-                        worker_init_fn=single_thread_worker)
+    if workers:  # decoding in worker processes: torch's DataLoader
+        from torch.utils.data import DataLoader
+
+        from edgefa.data.workers import single_thread_worker
+
+        loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers,
+                            worker_init_fn=single_thread_worker)
+    else:  # in process, torch-free (the runtime install)
+        loader = (collate([dataset[i] for i in range(start, min(start + batch, len(dataset)))])
+                  for start in range(0, len(dataset), batch))
     out = {k: [] for k in ("landmarks", "pred_pose", "roi_box", "pts68", "pts21", "pose")}
-    for sample in tqdm(loader, desc=f"eval {predictor.name}", unit="batch", disable=None if progress else True, leave=False):
-        lms, pose = predictor.predict_geometry(sample["image"].numpy())
+    total = -(-len(dataset) // batch)
+    for sample in tqdm(loader, desc=f"eval {predictor.name}", unit="batch", total=total,
+                       disable=None if progress else True, leave=False):
+        lms, pose = predictor.predict_geometry(np.asarray(sample["image"]))
         out["landmarks"].append(lms)
         out["pred_pose"].append(pose)
         for key in ("roi_box", "pts68", "pts21", "pose"):
-            out[key].append(sample[key].numpy())
+            out[key].append(np.asarray(sample[key]))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

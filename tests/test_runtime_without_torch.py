@@ -28,7 +28,7 @@ CHILD = textwrap.dedent("""
     class BlockTraining:
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked: the runtime install has no torch")
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)  # as when not installed
             return None
 
     sys.meta_path.insert(0, BlockTraining())
@@ -143,7 +143,8 @@ def test_bad_input_spec_is_one_line(key, value, message):
 
 
 def test_predict_and_face_aligner_run_without_torch(exported):
-    """`edgefa predict` and `FaceAligner` on an exported file, in the runtime install (no torch)."""
+    """`edgefa predict`, `edgefa eval` and `FaceAligner` on an exported file in the runtime install (no
+    torch); what needs torch says how to get it in one line."""
     import json
 
     import cv2
@@ -158,11 +159,16 @@ def test_predict_and_face_aligner_run_without_torch(exported):
                      "--json", sys.argv[3], "--save", sys.argv[4], "--quiet"])
         faces = edgefa.FaceAligner(sys.argv[1], detector="none")(__import__("cv2").imread(sys.argv[2]))
         print("exit", code, "faces", len(faces), "torch" in sys.modules)
+        print("eval exit", main(["eval", "--model", sys.argv[1], "--data", "synthetic:seed=1,n=4", "--quiet"]))
+        print("train exit", main(["train", "--config", "training/configs/synthetic-quick.yaml"]))
     """)
     proc = subprocess.run([sys.executable, "-c", child, files[1], str(out / "face.png"), str(out / "faces.json"),
                            str(out / "drawn")], capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "exit 0 faces 1 False" in proc.stdout
+    assert "eval exit 0" in proc.stdout and "NME" in proc.stdout  # edgefa eval on the file, no torch
+    assert "train exit 2" in proc.stdout and "pip install 'edgefa[train]'" in proc.stderr  # one line, no traceback
+    assert "Traceback" not in proc.stderr
     face = json.loads((out / "faces.json").read_text())["images"][0]["faces"][0]
     assert np.asarray(face["landmarks"]).shape == (68, 3) and (out / "drawn" / "face.png").is_file()

@@ -8,20 +8,26 @@ from pathlib import Path
 from edgefa import __version__
 from edgefa.errors import EdgefaError
 
+TRAINING_MODULES = {"torch", "torchvision", "timm", "onnx", "onnxscript", "onnxslim", "litert_torch", "torchao",
+                    "torch_pruning", "safetensors", "threadpoolctl"}  # what `edgefa[train]` adds to the runtime
+
 
 def _cmd_eval(args) -> int:
-    import torch
-
     from edgefa.data.registry import create_dataset
     from edgefa.evaluate import evaluate, format_table
     from edgefa.fileio import atomic_write_json, check_writable
     from edgefa.predictor import load_predictor
-    from quantization import qat  # noqa: F401  (registers the rebuild of QAT checkpoints, so eval loads them)
+    from edgefa.runtime.formats import format_of_path
 
     if args.json:
         check_writable(args.json, "--json")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if format_of_path(args.model) is None and not args.model.startswith("mediapipe-face"):  # a PyTorch model
+        import torch
+
+        from quantization import qat  # noqa: F401  (registers the rebuild of QAT checkpoints, so eval loads them)
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
     predictor = load_predictor(args.model, threads=args.threads or None)
     dataset = create_dataset(args.data)
     result = {"model": args.model, "data": args.data, "edgefa": __version__}
@@ -301,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"edgefa {args.command}: error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # the runtime install (no torch) asked to train / export
+        if args.debug or (exc.name or "").split(".")[0] not in TRAINING_MODULES:
+            raise
+        print(f"edgefa {args.command}: error: needs {exc.name.split('.')[0]}, which the runtime install leaves out: "
+              "pip install 'edgefa[train]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"edgefa {args.command}: interrupted", file=sys.stderr)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from edgefa.data.base import make_sample
 from edgefa.data.images import box_from_landmarks, crop_resize, read_image
@@ -45,7 +44,7 @@ def _read_list(path: Path) -> list[str]:
     return names
 
 
-class AFLW2000Crops(Dataset):
+class AFLW2000Crops:
     """``root`` holds AFLW2000-3D_crop/, AFLW2000-3D_crop.list and labels/ (and AFLW2000/ for pitch/roll)."""
 
     def __init__(self, root: str | Path, n: int | None = None, size: int = 120):
@@ -95,7 +94,7 @@ class AFLW2000Crops(Dataset):
         return make_sample(image, i, roi_box=self.roi_boxes[i], pts68=self.pts68[i], pose=self.poses[i])
 
 
-class AFLW2000Original(Dataset):
+class AFLW2000Original:
     """``root`` is the AFLW2000/ folder of imageXXXXX.jpg + .mat (or its parent)."""
 
     BOXES = ("roi", "mat", "landmarks")

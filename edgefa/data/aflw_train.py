@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from edgefa.data.aflw2000 import _load_npy, _read_list
 from edgefa.data.base import crop_to_original, make_sample
@@ -23,7 +22,7 @@ def is_val(index: np.ndarray) -> np.ndarray:
     return np.asarray(index) % 20 == 0
 
 
-class AFLWTrain(Dataset):
+class AFLWTrain:
     """``root`` holds crops/, train.list, pts21.npy, roi_box.npy and yaws.npy.
 
     ``pose`` carries the yaw, pitch/roll NaN. With ``labels=FILE`` (``python -m training.labels``)

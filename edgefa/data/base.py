@@ -1,5 +1,8 @@
 """The sample format every edgefa dataset returns, so one evaluator and trainer serve all.
 
+Datasets are plain map-style classes (``__len__`` / ``__getitem__``): torch's DataLoader takes them,
+and reading them needs no torch (the runtime install evaluates exported files without it).
+
 A sample is a dict of fixed keys (missing labels are NaN, so default collation works):
 - ``image``: (S, S, 3) uint8 **BGR** face crop (S = ``dataset.size``, 120 by default);
 - ``roi_box``: (4,) float32 x1 y1 x2 y2 of the crop in original-image pixels (3DDFA convention:
@@ -43,6 +46,11 @@ def make_sample(image: np.ndarray, index: int, roi_box=None, pts68=None, pts21=N
         "mirror_pts68": filled(mirror_pts68, (N_LANDMARKS, 3)),
         "index": int(index),
     }
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack samples into a batch of numpy arrays (what DataLoader's default collation does, in numpy)."""
+    return {k: np.stack([np.asarray(s[k]) for s in samples]) for k in samples[0]}
 
 
 def crop_to_original(points: np.ndarray, roi_box: np.ndarray, size: int) -> np.ndarray:

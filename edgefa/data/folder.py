@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from edgefa.data.base import make_sample
 from edgefa.data.images import box_from_landmarks, crop_resize, read_image
@@ -24,7 +23,7 @@ def _check_landmarks(arr: np.ndarray, path: Path) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-class ImageFolder(Dataset):
+class ImageFolder:
     def __init__(self, root: str | Path, box: str = "image", n: int | None = None, size: int = 120):
         self.root, self.size, self.box = Path(root), size, box
         if not self.root.is_dir():

@@ -15,7 +15,6 @@ with it on, ``pts68`` no longer equals ``landmarks(params)`` on the jaw at large
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from edgefa.data.base import make_sample
 from edgefa.data.render import render_face
@@ -30,7 +29,7 @@ from edgefa.facemodel.synthetic_params import (  # noqa: F401  (re-exported: the
 )
 
 
-class SyntheticFaces(torch.utils.data.Dataset):
+class SyntheticFaces:
     """Rendered synthetic face crops with exact 68-landmark, pose and 3DMM labels.
 
     Sample i depends only on (seed, i), so shuffling and DataLoader workers do not change it.

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch.utils.data import Dataset
-
 from edgefa.data.base import make_sample
 from edgefa.data.images import box_from_landmarks, crop_resize, read_image
 from edgefa.data.mat import pose_from_pose_para, read_mat
@@ -20,7 +18,7 @@ from edgefa.errors import EdgefaError
 SUBSETS = ("AFW", "HELEN", "IBUG", "LFPW")
 
 
-class W300LP(Dataset):
+class W300LP:
     def __init__(self, root: str | Path, subsets: str = "all", flip: bool = True,
                  n: int | None = None, size: int = 120):
         root = Path(root)
