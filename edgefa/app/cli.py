@@ -53,7 +53,8 @@ def _cmd_predict(args) -> int:
                   f"yaw {pose['yaw']:.1f} pitch {pose['pitch']:.1f} roll {pose['roll']:.1f}")
     faces = sum(len(e["faces"]) for e in entries)
     frames = sum(1 for e in entries if "frame" in e)
-    what = f"{len(entries) - frames} image(s)" + (f", {frames} video frame(s)" if frames else "")
+    what = ", ".join(part for part in (f"{len(entries) - frames} image(s)" if len(entries) > frames else "",
+                                       f"{frames} video frame(s)" if frames else "") if part) or "0 images"
     print(f"{what}: {faces} face(s)" + (f"; skipped {len(skipped)} file(s)" if skipped else ""))
     if args.json:
         print(f"wrote {args.json}")

@@ -141,7 +141,7 @@ def _bar(total, desc, enabled):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="frame" if desc.endswith(tuple(VIDEO_EXTS)) else "image",
-                leave=False, file=sys.stderr)
+                leave=False, file=sys.stderr, disable=None)  # None: no bar when stderr is not a terminal
 
 
 def run_predict(model: str, source: str, save: str | None = None, json_path: str | None = None,
