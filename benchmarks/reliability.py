@@ -56,7 +56,9 @@ def markdown(record: dict) -> str:
              "the expected exit code, one error line on stderr naming the file and the problem, no traceback, no "
              "final-named or temp file of the failed output left behind, and no hang. The kill case kills `edgefa "
              "bench` with SIGKILL once its worker runs and passes when the worker is gone within 5 s; the job-file case "
-             "expects exit 1 (its model file is missing) and checks that a killed run's leftover is removed. Case table: "
+             "expects exit 1 (its model file is missing) and checks that a killed run's leftover is removed. Cases with "
+             "exit 0 (a NaN label, stale temp files) check the run's output instead of an error line; argparse's own "
+             "errors print their usage lines first (one line: n/a, the error is the last line). Case table: "
              "`benchmarks/reliability_cases.py` (also run by `tests/test_reliability.py`).", ""]
     for klass, title in record["classes"].items():
         rows = [o for o in record["cases"] if o["class"] == klass]

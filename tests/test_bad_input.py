@@ -1,4 +1,7 @@
-"""Bad input: one clear line naming the file/argument and the problem, exit code 2, nothing written."""
+"""Bad input: one clear line naming the file/argument and the problem, exit code 2, nothing written.
+
+One representative case per defect class of issue #24 is in benchmarks/reliability_cases.py (run by
+tests/test_reliability.py and the report); the variants and the finer checks stay here."""
 import pickle
 
 import cv2
@@ -127,23 +130,6 @@ class _Evil:
         return (exec, ("raise SystemExit('pwned')",))
 
 
-def test_malicious_checkpoint_is_refused_not_run(tmp_path, capsys):
-    evil = tmp_path / "evil.pt"
-    torch.save({"format": "edgefa-checkpoint", "x": _Evil()}, evil)
-    code, err = run_cli(capsys, "eval", "--model", str(evil), "--data", "synthetic:n=2")
-    assert_one_line(code, err, "evil.pt", "refused", "references exec")
-    # a raw pickle goes only through torch's tensors-only unpickler (nothing runs), without its warnings
-    raw = tmp_path / "raw.pt"
-    raw.write_bytes(pickle.dumps({"x": _Evil()}))
-    code, err = run_cli(capsys, "eval", "--model", str(raw), "--data", "synthetic:n=2")
-    assert_one_line(code, err, "raw.pt", "tensors-only loader")
-    assert "UserWarning" not in err
-    text = tmp_path / "model.txt"
-    text.write_text("not a model at all")
-    code, err = run_cli(capsys, "eval", "--model", str(text), "--data", "synthetic:n=2")
-    assert_one_line(code, err, "model.txt", "neither torch.save's zip nor a pickle")
-
-
 def test_malicious_param_pickle_is_refused(tmp_path):
     from edgefa.facemodel.bfm import load_param_stats
 
@@ -255,12 +241,3 @@ def test_a_killed_runs_temp_files_are_removed_by_the_next_run(tmp_path, capsys):
     code, err = run_cli(capsys, "eval", "--model", MODEL, "--data", "synthetic:n=2", "--json", str(out / "r.json"))
     assert code == 0, err
     assert not stale_file.exists() and not stale_dir.exists() and live.exists()
-
-
-def test_malformed_bench_record_is_one_line(tmp_path, capsys):
-    import json
-
-    record = {"settings": {"threads": [1]}, "targets": [{"name": "m.onnx", "rows": [{"latency": {"p50": 1.0}}]}]}
-    (tmp_path / "bench.json").write_text(json.dumps(record))  # a row without its thread count
-    code, err = run_cli(capsys, "report", str(tmp_path), "-o", str(tmp_path / "r"))
-    assert_one_line(code, err, "bench.json", "not an edgefa bench record", "threads")

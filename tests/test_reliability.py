@@ -40,7 +40,10 @@ def test_case(case, tmp_path, capsys, monkeypatch):
         if cases.FAULTS[case.fault]:
             cases.FAULTS[case.fault](monkeypatch=monkeypatch)
         start = time.perf_counter()
-        code = main(argv)
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse rejects a flag by exiting, as it does in a real process
+            code = exc.code
         outcome = cases.judge(case, tmp_path, code, capsys.readouterr().err, time.perf_counter() - start, hung=False)
     assert outcome["ok"], outcome
 

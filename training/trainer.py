@@ -5,6 +5,7 @@ Under ``torchrun --nproc_per_node N -m edgefa train ...`` it runs DistributedDat
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -68,6 +69,60 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
     random.setstate((3, tuple(int(v) for v in state["python"].tolist()), None))
+
+
+def _field_error(resume, key: str, problem: str) -> EdgefaError:
+    return EdgefaError(f"{resume}: field '{key}' {problem} (not a last.pt of this recipe?)")
+
+
+def _restore(resume: str, model, optimizer, cfg: dict) -> dict:
+    """Load ``resume`` into model and optimizer after checking every field it needs, before any data
+    is built: a checkpoint of another model or a damaged field is one line naming the file and the
+    field, not a traceback at the first batch. Returns the state (its rng is applied by the caller)."""
+    state = load_checkpoint(resume)
+    for key in ("optimizer", "rng", "epoch", "best", "history"):
+        if key not in state:
+            raise EdgefaError(f"{resume}: no '{key}' to resume from (use a last.pt)")
+    saved = state["model"].get("name") if isinstance(state["model"], dict) else None
+    wanted = getattr(model, "registry_name", saved)
+    if saved != wanted:
+        raise EdgefaError(f"{resume}: a checkpoint of model '{saved}', but the recipe trains "
+                          f"'{wanted}' (set model.name={saved} or start without --resume)")
+    try:
+        model.load_state_dict(state["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise _field_error(resume, "state_dict", f"does not fit model '{saved}' ({str(exc).splitlines()[0][:160]})") from None
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise _field_error(resume, "optimizer", f"does not fit the recipe's {cfg['optimizer']['name']} "
+                           f"({type(exc).__name__}: {str(exc)[:160]})") from None
+    # load_state_dict takes moment buffers of any shape; they would fail only inside optimizer.step()
+    for i, (param, slots) in enumerate((p, optimizer.state.get(p, {})) for g in optimizer.param_groups
+                                       for p in g["params"]):
+        for name, value in slots.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                raise _field_error(resume, "optimizer", f"holds {name} of shape {list(value.shape)} for parameter "
+                                   f"{i} of shape {list(param.shape)}")
+    rng, now = state["rng"], _rng_state()
+    if not isinstance(rng, dict) or any(not isinstance(rng.get(k), torch.Tensor) or rng[k].shape != v.shape
+                                        for k, v in now.items()):
+        raise _field_error(resume, "rng", f"is not the {', '.join(now)} generator states a last.pt saves")
+    epoch, best, history = state["epoch"], state["best"], state["history"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise _field_error(resume, "epoch", f"is {epoch!r}, not a whole number >= 0")
+    if isinstance(best, bool) or not isinstance(best, (int, float)) or math.isnan(best):
+        raise _field_error(resume, "best", f"is {best!r}, not a number")
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise _field_error(resume, "history", f"is {type(history).__name__}, not a list of epoch records")
+    if cfg["ema"]:
+        if "ema" not in state:
+            raise EdgefaError(f"{resume}: has no EMA weights, but the recipe sets ema={cfg['ema']}")
+        try:  # checked on a copy now; the EMA is built (from the restored model) later
+            copy.deepcopy(model).load_state_dict(state["ema"])
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise _field_error(resume, "ema", f"does not fit model '{saved}' ({str(exc).splitlines()[0][:160]})") from None
+    return state
 
 
 def weights_digest(model) -> str:
@@ -151,6 +206,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     if cfg["channels_last"]:  # the uint8 NHWC crops already arrive as channels-last NCHW views
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
+    state = _restore(resume, model, optimizer, cfg) if resume else None
     teacher = None
     if cfg["teacher"]:
         from training.distill import Teacher
@@ -163,24 +219,16 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     if val_set is not None and cfg["data"]["cache"]:  # evaluated every epoch: render/decode it once
         val_set = CachedDataset(val_set, cfg["data"]["workers"], show, desc="caching val")
     start_epoch, best, history = 0, float("inf"), []
-    if resume:
-        state = load_checkpoint(resume)
-        for key in ("optimizer", "rng", "epoch", "history"):
-            if key not in state:
-                raise EdgefaError(f"{resume}: no '{key}' to resume from (use a last.pt)")
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
+    if state is not None:  # after the data sets, as before: building them must not draw from the restored rng
         _set_rng_state(state["rng"])
-        start_epoch, best, history = int(state["epoch"]), float(state["best"]), list(state["history"])
+        start_epoch, best, history = state["epoch"], float(state["best"]), list(state["history"])
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if "cuda" in device else None)
     # an exponential moving average of the weights is what gets validated and saved as best.pt
     ema = ModelEmaV3(model, decay=cfg["ema"], use_warmup=True) if cfg["ema"] else None
-    if ema is not None and resume:
-        if "ema" not in state:
-            raise EdgefaError(f"{resume}: has no EMA weights, but the recipe sets ema={cfg['ema']}")
-        ema.module.load_state_dict(state["ema"])
+    if ema is not None and state is not None:
+        ema.module.load_state_dict(state["ema"])  # checked by _restore
     eval_model = ema.module if ema is not None else model
     surgery = PCGrad(optimizer, seed=cfg["seed"]) if cfg["pcgrad"] else None
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg["seed"],

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgefa.errors import EdgefaError
 from edgefa.fileio import refuse_special_file
-from edgefa.runtime.formats import format_of_path
+from edgefa.runtime.formats import POST_OUTPUTS, RAW_OUTPUTS, format_of_path
 from edgefa.runtime.inputs import InputContract, prepare_input
 from edgefa.runtime.predictor import Predictor
 
@@ -29,6 +29,44 @@ def load_runner(path: str | Path, threads: int | None = None):
     return fmt, fmt.runner_module().load(path, threads=threads)
 
 
+def dims(shape) -> str:
+    """[None, 3, 64, 64] -> 'Bx3x64x64' (None: a dynamic dimension; the first is the batch)."""
+    return "x".join("B" if d is None and i == 0 else "?" if d is None else str(d) for i, d in enumerate(shape))
+
+
+def check_input(path: Path, contract: InputContract, runner) -> None:
+    """The edgefa.input metadata against the input the graph really takes (runners that know it:
+    onnxruntime, LiteRT): a tampered or mismatched file is one line here, not a runtime shape error."""
+    shape = getattr(runner, "input_shape", None)
+    if shape is None:
+        return
+    h, w = contract.size
+    want = [None, 3, h, w] if contract.layout == "NCHW" else [None, h, w, 3]
+    fits = len(shape) == 4 and all(g is None or e is None or g == e for g, e in zip(shape, want))
+    # int8 I/O: the runner quantizes the float crops the contract describes
+    dtype_fits = runner.input_dtype == contract.dtype or getattr(runner, "input_quantized", False)
+    if not (fits and dtype_fits):
+        raise EdgefaError(f"{path}: metadata says input {dims(want)} {contract.dtype} {contract.layout}, "
+                          f"but the graph takes {dims(shape)} {runner.input_dtype}")
+
+
+def expected_outputs(path: Path, meta: dict, postprocess: bool, graph_names: list[str]) -> dict[str, tuple]:
+    """Check the graph's output names against edgefa.outputs and what a (post-processing) file must
+    give; returns the shape each output must have, checked on every run (None: any size)."""
+    try:
+        listed = list(json.loads(meta.get("edgefa.outputs", "{}")))
+        n_params = len(json.loads(meta["edgefa.param_mean"])) if "edgefa.param_mean" in meta else None
+    except (ValueError, TypeError) as exc:
+        raise EdgefaError(f"{path}: edgefa.outputs / edgefa.param_mean metadata is not JSON ({exc})") from None
+    needed = list(POST_OUTPUTS if postprocess else RAW_OUTPUTS)
+    if (listed and sorted(listed) != sorted(graph_names)) or any(n not in graph_names for n in needed):
+        said = f"metadata says outputs {', '.join(listed)}" if listed else "metadata lists no outputs"
+        raise EdgefaError(f"{path}: {said}, but the graph has {', '.join(graph_names)} "
+                          f"(a {'post-processing' if postprocess else 'raw'} edgefa file gives {', '.join(needed)})")
+    shapes = {"params": (None, n_params), "landmarks": (None, 68, 3), "pose": (None, 3)}
+    return {n: shapes[n] for n in needed}
+
+
 class ArtifactPredictor(Predictor):
     def __init__(self, path: str | Path, threads: int | None = None):
         self.path = Path(path)
@@ -42,6 +80,8 @@ class ArtifactPredictor(Predictor):
         except EdgefaError as exc:
             raise EdgefaError(f"{path}: edgefa.input metadata: {exc}") from None
         self.postprocess = json.loads(meta.get("edgefa.postprocess", "false"))
+        check_input(self.path, self.input_contract, self.runner)
+        self.output_shapes = expected_outputs(self.path, meta, self.postprocess, self.runner.output_names)
         self.name = self.path.name
         self._crop_size = int(meta.get("edgefa.crop_size", self.input_spec["size"][0]))
         self.face_model = None if self.postprocess else self._face_model(meta)
@@ -68,7 +108,13 @@ class ArtifactPredictor(Predictor):
                        param_std=np.asarray(json.loads(meta["edgefa.param_std"]), np.float32))
 
     def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        return self.runner.run(prepare_input(images, self.input_contract))
+        out = self.runner.run(prepare_input(images, self.input_contract))
+        for name, want in self.output_shapes.items():  # a wrong shape would fail far away, in the geometry
+            got = tuple(np.shape(out[name]))
+            if len(got) != len(want) or got[0] != len(images) or any(w is not None and g != w for g, w in zip(got[1:], want[1:])):
+                raise EdgefaError(f"{self.path}: the graph's output '{name}' is {dims(got)} for {len(images)} crop(s), "
+                                  f"but an edgefa file gives {dims(want)}")
+        return out
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         out = self.outputs(images)

@@ -7,6 +7,9 @@ import numpy as np
 
 from edgefa.errors import EdgefaError
 
+ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+              "tensor(int8)": "int8", "tensor(double)": "float64", "tensor(int64)": "int64"}
+
 
 def session(model_or_path, threads: int | None = None):
     import onnxruntime as ort
@@ -29,7 +32,11 @@ class OnnxRunner:
             raise EdgefaError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: {str(exc)[:160]})") from None
         # the file's metadata_props as onnxruntime reads them: running needs no `onnx` package
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        # what the graph takes, to check against the edgefa.input metadata (None: a dynamic dimension)
+        self.input_shape = [d if isinstance(d, int) else None for d in first.shape]
+        self.input_dtype = ONNX_TYPES.get(first.type, first.type)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -60,6 +60,10 @@ class TFLiteRunner:
         self.inputs = self.runner.get_input_details()
         self.input_name = INPUT_NAME if INPUT_NAME in self.inputs else next(iter(self.inputs))  # non-edgefa file
         self.input = self.inputs[self.input_name]
+        # what the graph takes, to check against the edgefa.input metadata (None: a dynamic dimension)
+        self.input_shape = [None if d < 0 else int(d) for d in self.input.get("shape_signature", self.input["shape"])]
+        self.input_dtype = np.dtype(self.input["dtype"]).name
+        self.input_quantized = self._quant(self.input) is not None  # int8 I/O: run() quantizes float crops
         self.outputs = self.runner.get_output_details()
         # signature outputs come sorted by name: put them back in the graph's order
         order = list(json.loads(self.metadata.get("edgefa.outputs", "{}"))) or list({**POST_OUTPUTS, **RAW_OUTPUTS})
