@@ -48,6 +48,20 @@ def test_case(case, tmp_path, capsys, monkeypatch):
     assert outcome["ok"], outcome
 
 
+DEBUGGABLE = [c for c in cases.CASES if c.code == 2 and c.one_line and not (c.hangs_unfixed or c.kill_parent)]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=f"{c.klass}-{c.name}") for c in DEBUGGABLE])
+def test_debug_raises_what_the_one_line_hides(case, tmp_path, monkeypatch):
+    """With --debug every one-line error is the exception itself, so the traceback shows."""
+    argv = case.build(tmp_path)
+    if cases.FAULTS[case.fault]:
+        cases.FAULTS[case.fault](monkeypatch=monkeypatch)
+    with pytest.raises(Exception) as info:  # noqa: B017  (any exception: what the user saw as one line)
+        main(["--debug", *argv])
+    assert not isinstance(info.value, SystemExit), "argparse usage errors have no traceback to show"
+
+
 def _pair(stem):
     return [fileio.with_ext(stem, ".md"), fileio.with_ext(stem, ".json")]
 
