@@ -9,6 +9,7 @@ Internal: ``python -m benchmarks.worker JOB.json`` prints one ``@@edgefa {json}`
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ import numpy as np
 
 from benchmarks.timing import latency_stats, peak_rss_mb, rss_mb, time_calls
 from edgefa.errors import EdgefaError
-from edgefa.fileio import file_size_mb
+from edgefa.fileio import atomic_write_bytes, file_size_mb
 
 EVENT_PREFIX = "@@edgefa "
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -261,9 +262,11 @@ def run_accuracy(target, data: str, threads: int, overlay_path: str | None, batc
         picks = [int(order[0]), int(order[finite // 2]), int(order[finite - 1])] if finite else []
         roi = raw["roi_box"][picks]
         pred = raw["landmarks"][picks].astype(np.float64) * (dataset.size / predictor.crop_size)
-        np.savez_compressed(overlay_path, index=np.asarray(picks), nme=per_face[picks],
+        buffer = io.BytesIO()  # written whole, then renamed: a killed worker leaves no half file
+        np.savez_compressed(buffer, index=np.asarray(picks), nme=per_face[picks],
                             image=np.stack([dataset[i]["image"] for i in picks]), pred=pred[..., :2],
                             gt=original_to_crop(raw["pts68"][picks], roi, dataset.size)[..., :2])
+        atomic_write_bytes(overlay_path, buffer.getvalue())
     for blk in (v for k, v in result.items() if k.startswith("nme")):
         blk.pop("per_face", None)  # kept in the overlay file; the CED curve summarises it
     return result
