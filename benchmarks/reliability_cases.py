@@ -10,25 +10,54 @@ Internal: ``python -m benchmarks.reliability_cases FAULT ARGV...`` runs the CLI 
 """
 from __future__ import annotations
 
-import errno
-import functools
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from benchmarks.reliability_inputs import (  # noqa: F401  (re-exported: the tests use them through this module)
+    FAULTS,
+    INPUT_SPEC,
+    MODEL,
+    REPO,
+    TRAIN,
+    EvilPickle,
+    bench_after_killed_run,
+    bench_fifo,
+    bench_run,
+    bench_to_kill,
+    bmp_with_size,
+    dead_pid,
+    enospc_on_file,
+    enospc_on_rename_to,
+    eval_fifo_model,
+    eval_folder,
+    evil_checkpoint,
+    export_never_written,
+    fifo,
+    folder_with,
+    jpeg_with_size,
+    last_pt,
+    malformed_bench,
+    malformed_pipeline,
+    nan_label,
+    nan_label_check,
+    not_a_checkpoint,
+    png_bytes,
+    raw_pickle,
+    report_full_disk,
+    resume,
+    stale_temps,
+    tampered_onnx,
+    text_model,
+    tiny_onnx,
+)
 from edgefa.fileio import TEMP_MARK
 
-REPO = Path(__file__).resolve().parent.parent
-MODEL = "mobilenetv3_small_100"  # untrained registry model: no files needed
 CLASSES = {
     "1": "dataset sizes are checked, never a silent slice",
     "2": "export says ok only for a file in place",
@@ -64,329 +93,16 @@ class Case:
     extra: dict = field(default_factory=dict)
 
 
-# --- faults: installed with pytest's monkeypatch, or for good in a subprocess ---
-
-def enospc_on_file(n: int, monkeypatch=None) -> None:
-    """The disk fills while the n-th temp file is written: that temp is half there, then ENOSPC."""
-    import edgefa.fileio as fileio
-
-    opened = []
-
-    def full_open(path, mode="r", *args, **kwargs):
-        fh = open(path, mode, *args, **kwargs)
-        if "w" in mode and TEMP_MARK in str(path):
-            opened.append(path)
-            if len(opened) == n:
-                fh.write(b"partial")
-                fh.close()
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return fh
-    if monkeypatch is not None:  # pytest: undone after the test
-        monkeypatch.setattr(fileio, "open", full_open, raising=False)
-    else:
-        fileio.open = full_open  # a module global shadows the builtin for fileio's writes
-
-
-def enospc_on_rename_to(suffix: str, monkeypatch=None) -> None:
-    """The final rename of every ``suffix`` file fails with ENOSPC (other files are written)."""
-    real = os.replace
-
-    def full_replace(src, dst):
-        if str(dst).endswith(suffix):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
-        real(src, dst)
-    if monkeypatch is not None:
-        monkeypatch.setattr(os, "replace", full_replace)
-    else:
-        os.replace = full_replace
-
-
-FAULTS = {"-": None, "enospc-3rd-file": functools.partial(enospc_on_file, 3),
-          "enospc-onnx-rename": functools.partial(enospc_on_rename_to, ".onnx")}
-
-
-# --- inputs ---
-
-def bench_run(folder: Path) -> Path:
-    """A bench run folder with one scored row: enough for a report with figures (no model run)."""
-    import json
-
-    folder.mkdir(parents=True, exist_ok=True)
-    nme = {"bins": {"[0,30]": 3.0, "(30,60]": 4.0, "(60,90]": 5.0}, "balanced_mean": 4.0, "plain_mean": 3.5,
-           "auc7": 0.5, "ced": {"nme": [0.0, 3.5, 7.0], "fraction": [0.0, 0.5, 1.0]}}
-    target = {"name": "m.onnx", "kind": "file", "ref": "m.onnx", "runtime": "onnxruntime", "peer": False, "note": "",
-              "rows": [{"threads": 1, "status": "ok", "latency": {"mean_ms": 1.0, "p50_ms": 1.0, "p90_ms": 1.2,
-                                                                   "p99_ms": 1.5, "std_ms": 0.1, "fps": 1000.0}}],
-              "info": {"format": "onnx", "precision": "fp32", "model": MODEL, "postprocess": True,
-                       "training_data": "synthetic", "params": 1_000_000, "macs": 50_000_000, "size_mb": 4.0,
-                       "size_of": "file", "memory": {"peak_rss_mb": 100.0, "model_mb": 10.0}},
-              "accuracy": {"status": "ok", "data": "synthetic:n=3", "nme": nme}, "status": "ok"}
-    record = {"command": "edgefa bench (crafted)", "started": "", "seconds": 1.0,
-              "machine": {"cpu": "cpu", "cores": 2, "os": "os", "machine": "x86_64", "versions": {"python": "3"}},
-              "settings": {"runtimes": ["onnxruntime"], "threads": [1], "warmup": 1, "runs": 3, "min_time": 1.0,
-                           "batch": 1, "data": "synthetic:n=3", "data_error": None, "peers": False},
-              "targets": [target]}
-    (folder / "bench.json").write_text(json.dumps(record))
-    return folder
-
-
-def png_bytes(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims width x height (valid CRCs) around a tiny IDAT: a decompression bomb."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
-def jpeg_with_size(width: int, height: int) -> bytes:
-    """A real small JPEG whose SOF0 frame header is rewritten to claim width x height."""
-    import cv2
-
-    data = bytearray(cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))[1].tobytes())
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
-
-
-def bmp_with_size(width: int, height: int) -> bytes:
-    import cv2
-
-    data = bytearray(cv2.imencode(".bmp", np.full((4, 4, 3), 90, np.uint8))[1].tobytes())
-    data[18:26] = struct.pack("<ii", width, height)
-    return bytes(data)
-
-
-def folder_with(root: Path, name: str, make: Callable[[Path], object]) -> Path:
-    """A folder dataset: one good image and the hostile ``name``."""
-    import cv2
-
-    folder = root / "faces"
-    folder.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(folder / "a_good.png"), np.full((120, 120, 3), 128, np.uint8))
-    make(folder / name)
-    return folder
-
-
-def eval_folder(name: str, make: Callable[[Path], object]) -> Callable[[Path], list[str]]:
-    def build(root: Path) -> list[str]:
-        folder = folder_with(root, name, make)
-        return ["eval", "--model", MODEL, "--data", f"folder:{folder}", "--json", str(root / "out.json"),
-                "--quiet", "--batch", "1"]
-    return build
-
-
-def _report_full_disk(root: Path) -> list[str]:
-    return ["report", str(bench_run(root / "run")), "-o", str(root / "out" / "rep")]
-
-
-def _fifo(path: Path) -> None:
-    os.mkfifo(path)
-
-
-def _bench_fifo(root: Path) -> list[str]:
-    _fifo(root / "m.onnx")
-    return ["bench", str(root / "m.onnx"), "-o", str(root / "out"), "--runtimes", "onnxruntime", "--quiet",
-            "--timeout", "5"]
-
-
-def _eval_fifo_model(suffix: str) -> Callable[[Path], list[str]]:
-    def build(root: Path) -> list[str]:
-        _fifo(root / f"m{suffix}")
-        return ["eval", "--model", str(root / f"m{suffix}"), "--data", "synthetic:n=1", "--quiet"]
-    return build
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-def _bench_after_killed_run(root: Path) -> list[str]:
-    """A killed bench's job file (its pid gone) in the run folder: the next run removes it."""
-    out = root / "out"
-    out.mkdir()
-    (out / f".job-m.onnx{TEMP_MARK}{_dead_pid()}.json").write_text("{}")
-    return ["bench", str(root / "missing.onnx"), "-o", str(out), "--runtimes", "onnxruntime", "--quiet"]
-
-
-def _bench_to_kill(root: Path) -> list[str]:
-    return ["bench", MODEL, "--data", "none", "--runtimes", "torch", "--min-time", "30", "--warmup", "0",
-            "-o", str(root / "out"), "--quiet", "--timeout", "120"]
-
-
-def _not_a_checkpoint(root: Path) -> list[str]:
-    (root / "junk.pt").write_bytes(b"this is not a checkpoint" * 10)
-    return ["eval", "--model", str(root / "junk.pt"), "--data", "synthetic:n=2"]
-
-
-# --- class 10: exported files whose metadata disagrees with the graph; --resume checkpoints that do not fit ---
-
-INPUT_SPEC = {"size": [64, 64], "layout": "NCHW", "dtype": "float32", "color": "BGR", "mean": [127.5] * 3,
-              "std": [128.0] * 3}
-
-
-def tiny_onnx(path: Path, channels: int = 3, n_params: int = 62, output: str = "params", **meta) -> Path:
-    """A raw edgefa-style .onnx built directly (no torch, no export: milliseconds): the mean colour
-    through a matrix to ``n_params`` outputs, with the metadata ``edgefa export`` writes, ``meta`` on top."""
-    import json
-
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = numpy_helper.from_array(np.full((channels, n_params), 0.01, np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["input"], ["m"], axes=[2, 3], keepdims=0),
-         helper.make_node("MatMul", ["m", "w"], [output])], "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", channels, 64, 64])],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", n_params])], [weights])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    props = {"edgefa.input": json.dumps(INPUT_SPEC), "edgefa.outputs": json.dumps({"params": "whitened 3DMM parameters"}),
-             "edgefa.postprocess": "false", "edgefa.face_model": "synthetic-0", "edgefa.crop_size": "64",
-             "edgefa.param_mean": json.dumps([0.0] * 62), "edgefa.param_std": json.dumps([1.0] * 62), **meta}
-    helper.set_model_props(model, props)
-    onnx.save(model, path)
-    return path
-
-
-def _tampered_onnx(command: str, **kwargs) -> Callable[[Path], list[str]]:
-    def build(root: Path) -> list[str]:
-        model = str(tiny_onnx(root / "x.onnx", **kwargs))
-        if command == "predict":
-            import cv2
-
-            cv2.imwrite(str(root / "face.jpg"), np.full((64, 64, 3), 120, np.uint8))
-            return ["predict", "--model", model, "--source", str(root / "face.jpg"), "--detector", "none",
-                    "--json", str(root / "out.json"), "--quiet"]
-        return ["eval", "--model", model, "--data", "synthetic:n=4", "--json", str(root / "out.json"), "--quiet"]
-    return build
-
-
-TRAIN = ["epochs=1", "data.train=synthetic:seed=0,n=16", "data.val=synthetic:seed=1,n=8", "data.workers=0",
-         "data.cache=false", "batch_size=8"]
-
-
-def last_pt(path: Path, model_name: str = MODEL, drop: tuple[str, ...] = (), moment_shape=None, **fields) -> Path:
-    """A last.pt as training writes it (model, optimizer, rng, epoch, best, history), then damaged:
-    ``fields`` replaced, ``drop`` removed, ``moment_shape``: the first parameter's Adam moment."""
-    import random
-
-    import torch
-
-    from edgefa.facemodel.synthetic import synthetic_face_model
-    from edgefa.models.checkpoint import save_checkpoint
-    from edgefa.models.registry import create_model
-
-    model = create_model(model_name)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3).state_dict()
-    if moment_shape is not None:
-        optimizer["state"][0] = {"step": torch.tensor(1.0), "exp_avg": torch.zeros(moment_shape),
-                                 "exp_avg_sq": torch.zeros(moment_shape)}
-    rng = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-           "python": torch.tensor(random.getstate()[1], dtype=torch.int64)}
-    extra = {"optimizer": optimizer, "rng": rng, "epoch": 1, "best": 5.0, "history": [], **fields}
-    for key in drop:
-        del extra[key]
-    save_checkpoint(path, model, synthetic_face_model(), **extra)
-    return path
-
-
-def _resume(**damage) -> Callable[[Path], list[str]]:
-    def build(root: Path) -> list[str]:
-        ckpt = last_pt(root / "last.pt", **damage)
-        return ["train", "--config", str(REPO / "training/configs/synthetic-quick.yaml"), *TRAIN,
-                f"output={root / 'run'}", "--resume", str(ckpt), "--quiet"]
-    return build
-
-
-# --- classes 1-4, 6, 7, 12-14: one representative each (tests/test_bad_input.py has the variants) ---
-
-def _export_never_written(root: Path) -> list[str]:
-    return ["export", "--model", f"{MODEL}:input_size=64", "--parity-n", "2", "-o", str(root / "out")]
-
-
-def _nan_label(root: Path) -> list[str]:
-    """3 faces, one with a NaN landmark: eval succeeds, NME over the other 2 (it used to be switched off)."""
-    import cv2
-
-    folder = root / "faces"
-    folder.mkdir()
-    grid = np.stack(np.meshgrid(np.linspace(30, 90, 17), np.linspace(30, 90, 4)), -1).reshape(-1, 2)[:68]
-    labels = np.stack([grid] * 3).astype(np.float32)
-    labels[1, 5, 0] = np.nan
-    for k in range(3):
-        cv2.imwrite(str(folder / f"face{k}.png"), np.full((120, 120, 3), 60 + 40 * k, np.uint8))
-    np.save(folder / "labels.npy", labels)
-    return ["eval", "--model", MODEL, "--data", f"folder:{folder}", "--json", str(root / "out.json"), "--quiet"]
-
-
-def _nan_label_check(root: Path) -> str | None:
-    import json
-
-    block = json.loads((root / "out.json").read_text()).get("nme") or {}
-    if block.get("faces") != 2 or (block.get("left_out") or {}).get("faces") != 1:
-        return f"NME block has faces={block.get('faces')}, left_out={block.get('left_out')} (want 2 and 1)"
-    return None
-
-
-def _stale_temps(root: Path) -> list[str]:
-    out = root / "out"
-    out.mkdir()
-    dead = _dead_pid()
-    (out / f".face{TEMP_MARK}{dead}.onnx").write_bytes(b"half a file")
-    (out / f".face{TEMP_MARK}{dead}.mlpackage").mkdir()
-    return ["eval", "--model", MODEL, "--data", "synthetic:n=2", "--json", str(out / "r.json"), "--quiet"]
-
-
-def _malformed_bench(root: Path) -> list[str]:
-    import json
-
-    record = {"settings": {"threads": [1]}, "targets": [{"name": "m.onnx", "rows": [{"latency": {"p50": 1.0}}]}]}
-    (root / "bench.json").write_text(json.dumps(record))  # a row without its thread count
-    return ["report", str(root), "-o", str(root / "r")]
-
-
-def _malformed_pipeline(root: Path) -> list[str]:
-    (root / "run").mkdir()
-    (root / "run" / "pipeline.json").write_text('{"stages": {"train": "done"}}')  # a stage that is not a record
-    return ["pipeline", "--config", str(REPO / "training/configs/pipeline-quick.yaml"), f"output={root / 'run'}"]
-
-
-class _Evil:
-    def __reduce__(self):
-        return (exec, ("raise SystemExit('pwned')",))
-
-
-def _evil_checkpoint(root: Path) -> list[str]:
-    import torch
-
-    torch.save({"format": "edgefa-checkpoint", "x": _Evil()}, root / "evil.pt")
-    return ["eval", "--model", str(root / "evil.pt"), "--data", "synthetic:n=2"]
-
-
-def _raw_pickle(root: Path) -> list[str]:
-    import pickle
-
-    (root / "raw.pt").write_bytes(pickle.dumps({"x": _Evil()}))
-    return ["eval", "--model", str(root / "raw.pt"), "--data", "synthetic:n=2"]
-
-
-def _text_model(root: Path) -> list[str]:
-    (root / "model.txt").write_text("not a model at all")
-    return ["eval", "--model", str(root / "model.txt"), "--data", "synthetic:n=2"]
-
-
 CASES: list[Case] = [
     Case("1", "synthetic:n=-1 (was a silent slice)", lambda root: ["eval", "--model", MODEL, "--data", "synthetic:n=-1"],
          ("synthetic:n=-1", "option n must be a whole number >= 1 (got -1)")),
-    Case("2", "disk full at the .onnx rename: the row fails, no file", _export_never_written, code=1, one_line=False,
+    Case("2", "disk full at the .onnx rename: the row fails, no file", export_never_written, code=1, one_line=False,
          fault="enospc-onnx-rename", leaves=("out/*.onnx", f"out/.*{TEMP_MARK}*"), timeout=120),
     Case("3", "--name ../escaped", lambda root: ["export", "--model", f"{MODEL}:input_size=64", "--name", "../escaped",
                                                  "-o", str(root / "out")],
          ("../escaped", "must be a file name stem"), leaves=("out", "escaped*")),
-    Case("4", "one NaN landmark: that face left out, NME kept", _nan_label, code=0, one_line=False,
-         extra={"check": _nan_label_check}),
+    Case("4", "one NaN landmark: that face left out, NME kept", nan_label, code=0, one_line=False,
+         extra={"check": nan_label_check}),
     Case("6", "optimizer.lr=-0.1", lambda root: ["train", "--config", str(REPO / "training/configs/synthetic-quick.yaml"),
                                                  "optimizer.lr=-0.1", f"output={root / 'run'}"],
          ("'optimizer.lr' must be > 0",), leaves=("run",)),
@@ -396,63 +112,63 @@ CASES: list[Case] = [
     Case("7", "synthetic:seed=abc", lambda root: ["eval", "--model", MODEL, "--data", "synthetic:seed=abc"],
          ("synthetic:seed=abc", "option seed must be a whole number >= 0")),
     Case("10", "ONNX: edgefa.input says NHWC uint8, the graph takes NCHW float32",
-         _tampered_onnx("eval", **{"edgefa.input": '{"size": [64, 64], "layout": "NHWC", "dtype": "uint8", '
+         tampered_onnx("eval", **{"edgefa.input": '{"size": [64, 64], "layout": "NHWC", "dtype": "uint8", '
                                    '"color": "RGB", "mean": [0, 0, 0], "std": [1, 1, 1]}'}),
          ("x.onnx", "metadata says input Bx64x64x3 uint8 NHWC, but the graph takes Bx3x64x64 float32"),
          leaves=("out.json",)),
     Case("10", "ONNX: edgefa.input says 120x120, the graph takes 64x64",
-         _tampered_onnx("predict", **{"edgefa.input": '{"size": [120, 120], "layout": "NCHW", "dtype": "float32", '
+         tampered_onnx("predict", **{"edgefa.input": '{"size": [120, 120], "layout": "NCHW", "dtype": "float32", '
                                       '"color": "BGR", "mean": [0, 0, 0], "std": [1, 1, 1]}'}),
          ("x.onnx", "metadata says input Bx3x120x120 float32 NCHW, but the graph takes Bx3x64x64 float32"),
          leaves=("out.json",)),
-    Case("10", "ONNX: the graph takes 1 channel", _tampered_onnx("eval", channels=1),
+    Case("10", "ONNX: the graph takes 1 channel", tampered_onnx("eval", channels=1),
          ("x.onnx", "but the graph takes Bx1x64x64 float32"), leaves=("out.json",)),
     Case("10", "ONNX: edgefa.outputs names landmarks, pose; the graph gives params",
-         _tampered_onnx("predict", **{"edgefa.outputs": '{"landmarks": "", "pose": ""}'}),
+         tampered_onnx("predict", **{"edgefa.outputs": '{"landmarks": "", "pose": ""}'}),
          ("x.onnx", "metadata says outputs landmarks, pose, but the graph has params"), leaves=("out.json",)),
-    Case("10", "ONNX: output named out0, not params", _tampered_onnx("eval", output="out0", **{"edgefa.outputs": "{}"}),
+    Case("10", "ONNX: output named out0, not params", tampered_onnx("eval", output="out0", **{"edgefa.outputs": "{}"}),
          ("x.onnx", "metadata lists no outputs, but the graph has out0"), leaves=("out.json",)),
-    Case("10", "ONNX: params output is (B, 10)", _tampered_onnx("eval", n_params=10),
+    Case("10", "ONNX: params output is (B, 10)", tampered_onnx("eval", n_params=10),
          ("x.onnx", "output 'params' is 4x10 for 4 crop(s), but an edgefa file gives Bx62"), leaves=("out.json",)),
-    Case("10", "--resume a checkpoint of another model", _resume(model_name="mobilenetv2_100"),
+    Case("10", "--resume a checkpoint of another model", resume(model_name="mobilenetv2_100"),
          ("last.pt", "a checkpoint of model 'mobilenetv2_100', but the recipe trains 'mobilenetv3_small_100'"),
          leaves=("run/*.pt", "run/summary.json")),
-    Case("10", "--resume: epoch is a string", _resume(epoch="three"),
+    Case("10", "--resume: epoch is a string", resume(epoch="three"),
          ("last.pt", "field 'epoch' is 'three', not a whole number"), leaves=("run/*.pt", "run/summary.json")),
-    Case("10", "--resume: best missing", _resume(drop=("best",)),
+    Case("10", "--resume: best missing", resume(drop=("best",)),
          ("last.pt", "no 'best' to resume from"), leaves=("run/*.pt", "run/summary.json")),
-    Case("10", "--resume: optimizer missing", _resume(drop=("optimizer",)),
+    Case("10", "--resume: optimizer missing", resume(drop=("optimizer",)),
          ("last.pt", "no 'optimizer' to resume from"), leaves=("run/*.pt", "run/summary.json")),
-    Case("10", "--resume: an Adam moment of the wrong shape", _resume(moment_shape=(3,)),
+    Case("10", "--resume: an Adam moment of the wrong shape", resume(moment_shape=(3,)),
          ("last.pt", "field 'optimizer' holds exp_avg of shape [3] for parameter 0"),
          leaves=("run/*.pt", "run/summary.json")),
-    Case("10", "--resume: optimizer state of another model", _resume(optimizer={"state": {}, "param_groups": [
+    Case("10", "--resume: optimizer state of another model", resume(optimizer={"state": {}, "param_groups": [
         {"params": [0, 1], "lr": 1e-3}]}), ("last.pt", "field 'optimizer' does not fit"),
          leaves=("run/*.pt", "run/summary.json")),
-    Case("12", "a killed run's temp file and folder are removed by the next run", _stale_temps, code=0,
+    Case("12", "a killed run's temp file and folder are removed by the next run", stale_temps, code=0,
          one_line=False, leaves=(f"out/.*{TEMP_MARK}*",)),
-    Case("13", "bench.json row without its thread count", _malformed_bench,
+    Case("13", "bench.json row without its thread count", malformed_bench,
          ("bench.json", "not an edgefa bench record", "threads"), leaves=("r.*",)),
-    Case("13", "pipeline.json stage that is not a record", _malformed_pipeline, ("pipeline.json", "not a pipeline state file")),
-    Case("14", "checkpoint whose pickle calls exec", _evil_checkpoint, ("evil.pt", "refused", "references exec")),
-    Case("14", "raw pickle as a .pt", _raw_pickle, ("raw.pt", "tensors-only loader")),
-    Case("14", "a .txt as --model", _text_model, ("model.txt", "neither torch.save's zip nor a pickle")),
-    Case("5", "report set, disk full at the 3rd file", _report_full_disk, ("{root}/out/rep", "No space left"),
+    Case("13", "pipeline.json stage that is not a record", malformed_pipeline, ("pipeline.json", "not a pipeline state file")),
+    Case("14", "checkpoint whose pickle calls exec", evil_checkpoint, ("evil.pt", "refused", "references exec")),
+    Case("14", "raw pickle as a .pt", raw_pickle, ("raw.pt", "tensors-only loader")),
+    Case("14", "a .txt as --model", text_model, ("model.txt", "neither torch.save's zip nor a pickle")),
+    Case("5", "report set, disk full at the 3rd file", report_full_disk, ("{root}/out/rep", "No space left"),
          fault="enospc-3rd-file", leaves=("out/rep*", f"out/.*{TEMP_MARK}*")),
-    Case("8", "kill -9 of edgefa bench: its worker exits too", _bench_to_kill, kill_parent=True, one_line=False,
+    Case("8", "kill -9 of edgefa bench: its worker exits too", bench_to_kill, kill_parent=True, one_line=False,
          code=-9, timeout=90),
-    Case("8", "a killed bench's job file is removed by the next run", _bench_after_killed_run, code=1,
+    Case("8", "a killed bench's job file is removed by the next run", bench_after_killed_run, code=1,
          one_line=False, leaves=(f"out/.*{TEMP_MARK}*",)),
-    Case("9", "FIFO x.jpg in a folder dataset", eval_folder("x.jpg", _fifo), ("x.jpg", "not a regular file (a FIFO)"),
+    Case("9", "FIFO x.jpg in a folder dataset", eval_folder("x.jpg", fifo), ("x.jpg", "not a regular file (a FIFO)"),
          leaves=("out.json",), hangs_unfixed=True, timeout=30),
     Case("9", "link to /dev/zero as d.jpg in a folder dataset",
          eval_folder("d.jpg", lambda p: p.symlink_to("/dev/zero")), ("d.jpg", "not a regular file (a character device)"),
          leaves=("out.json",), hangs_unfixed=True, timeout=30),
-    Case("9", "FIFO m.onnx to edgefa bench", _bench_fifo, ("m.onnx", "not a regular file (a FIFO)"),
+    Case("9", "FIFO m.onnx to edgefa bench", bench_fifo, ("m.onnx", "not a regular file (a FIFO)"),
          leaves=("out/bench.json", "out/bench.md"), hangs_unfixed=True, timeout=30),
-    Case("9", "FIFO m.onnx as eval --model", _eval_fifo_model(".onnx"), ("m.onnx", "not a regular file (a FIFO)"),
+    Case("9", "FIFO m.onnx as eval --model", eval_fifo_model(".onnx"), ("m.onnx", "not a regular file (a FIFO)"),
          hangs_unfixed=True, timeout=30),
-    Case("9", "FIFO m.pt as eval --model", _eval_fifo_model(".pt"), ("m.pt", "not a regular file (a FIFO)"),
+    Case("9", "FIFO m.pt as eval --model", eval_fifo_model(".pt"), ("m.pt", "not a regular file (a FIFO)"),
          hangs_unfixed=True, timeout=30),
     Case("11", "PNG whose IHDR claims 60000x60000", eval_folder("big.png", lambda p: p.write_bytes(png_bytes(60000, 60000))),
          ("big.png", "60000x60000", "cap of 50 megapixels"), leaves=("out.json",)),
@@ -464,7 +180,7 @@ CASES: list[Case] = [
          ("big.bmp", "20000x20000", "cap of 50 megapixels"), leaves=("out.json",)),
     Case("earlier", "truncated JPEG", eval_folder("t.jpg", lambda p: p.write_bytes(jpeg_with_size(16, 16)[:200])),
          ("t.jpg", "truncated JPEG"), leaves=("out.json",)),
-    Case("earlier", "not a checkpoint", _not_a_checkpoint, ("junk.pt", "not a PyTorch checkpoint")),
+    Case("earlier", "not a checkpoint", not_a_checkpoint, ("junk.pt", "not a PyTorch checkpoint")),
     Case("earlier", "missing dataset folder", lambda root: ["eval", "--model", MODEL, "--data", f"aflw2000-3d:{root}/nope"],
          ("nope", "not found")),
 ]
