@@ -21,7 +21,7 @@ from tqdm import tqdm
 from benchmarks.machine import machine_facts
 from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.fileio import check_writable, json_bytes, refuse_special_file, temp_sibling, write_file_set
-from edgefa.paths import shared_root
+from edgefa.paths import portable, shared_root
 from edgefa.runtime.formats import FORMATS, format_of_path, parse_list
 
 RUNTIMES = ("torch", "onnxruntime", "litert", "coreml")
@@ -285,7 +285,8 @@ def run_bench(inputs: list[str], out: str | Path, runtimes="torch,onnxruntime,li
               "settings": {"runtimes": runtime_names, "threads": thread_counts, "warmup": warmup, "runs": runs,
                            "min_time": min_time, "batch": batch, "data": data, "data_error": data_error,
                            "peers": peers},
-              "targets": [asdict(t) for t in targets]}
+              # no machine paths in what a report shows (the shared folder as {shared}, the repo relative)
+              "targets": [{**asdict(t), "ref": portable(t.ref), "note": portable(t.note)} for t in targets]}
     from benchmarks.tables import bench_markdown
 
     # a pair, both or neither: the report reads bench.json, people read bench.md

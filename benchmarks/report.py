@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 import json
 from pathlib import Path
@@ -19,6 +18,7 @@ from benchmarks.tables import bench_markdown, display_name, flat_rows, settings_
 from edgefa.errors import EdgefaError
 from edgefa.fileio import check_writable, json_bytes, with_ext, write_file_set
 from edgefa.metrics import BIN_NAMES
+from edgefa.paths import portable
 
 MAX_OVERLAY_ROWS = 8
 
@@ -115,52 +115,64 @@ def comparison_markdown(name: str, deltas: list[dict]) -> list[str]:
     return lines + [""]
 
 
+COLUMNS_NOTE = ("Columns: params and GFLOPs (2 x MACs, torch.utils.flop_counter; conv/linear/matmul only) of the "
+                "network; size of the file (torch rows: fp32 state_dict); p50 = median latency; NME % on the "
+                "data named above by yaw bin, balanced mean over the bins (**bold**), plain mean over faces; pose "
+                "MAE = mean of yaw/pitch/roll absolute errors in degrees; p50/mb05 = this row's first-thread-count "
+                "p50 over the 3DDFA-V2 mb05 peer's file of the same format and precision (fp32 when that precision "
+                "is missing) in the same run.")
+FIGURE_CAPTIONS = (("pareto", "Accuracy vs latency"), ("ced", "CED curves"), ("bins", "NME per yaw bin"),
+                   ("overlays", "Landmark overlays (best, median, worst face per model)"))
+
+
 def markdown(title: str, runs: list[dict], figs: dict[str, str], deltas: list[tuple[str, list[dict]]],
              preface: list[str]) -> str:
     lines = [f"# {title}", "", *preface]
     for i, rec in enumerate(runs):
         body = bench_markdown(rec).split("\n", 2)[2]  # drop bench.md's own title
         lines += ([f"## Run {i + 1}: `{rec['dir']}`", ""] if len(runs) > 1 else []) + [body]
-    lines += ["Columns: params and GFLOPs (2 x MACs, torch.utils.flop_counter; conv/linear/matmul only) of the "
-              "network; size of the file (torch rows: fp32 state_dict); p50 = median latency; NME % on the "
-              "data named above by yaw bin, balanced mean over the bins (**bold**), plain mean over faces; pose "
-              "MAE = mean of yaw/pitch/roll absolute errors in degrees; p50/mb05 = this row's first-thread-count "
-              "p50 over the 3DDFA-V2 mb05 peer's file of the same format and precision (fp32 when that precision "
-              "is missing) in the same run.", ""]
+    lines += [COLUMNS_NOTE, ""]
     for name, d in deltas:
         lines += comparison_markdown(name, d) if d else []  # runs of different files: nothing to compare
-    for key, caption in (("pareto", "Accuracy vs latency"), ("ced", "CED curves"), ("bins", "NME per yaw bin"),
-                         ("overlays", "Landmark overlays (best, median, worst face per model)")):
+    for key, caption in FIGURE_CAPTIONS:
         if key in figs:
             lines += [f"![{caption}]({figs[key]})", ""]
     return "\n".join(lines)
 
 
+def _status(r: dict) -> tuple[str, str]:
+    """Status as words (and a CSS class): the table's emoji need an emoji font to show at all."""
+    note = "spec loaded; latency and accuracy need macOS" if r["status"] == "needs macOS" else (
+        r["note"] if r["status"] != "ok" else "")
+    return f"{r['status']}{': ' + note if note else ''}", r["status"].replace(" ", "-").lower()
+
+
 def html_page(title: str, runs: list[dict], rows_by_run, pngs: dict[str, bytes], deltas, preface: list[str]) -> str:
-    esc = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
-             "body{font-family:system-ui,sans-serif;margin:24px;max-width:1400px}table{border-collapse:collapse;"
-             "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child,"
-             "th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:8px 0}"
-             "p.small{font-size:12px;color:#444}</style></head><body>", f"<h1>{esc(title)}</h1>"]
-    parts += [f"<p>{esc(line.rstrip(' '))}</p>" for line in preface if line.strip()]
+    """The HTML twin of the Markdown report (which stays the source of truth): a jinja2 template, the
+    notes rendered as Markdown, sortable tables, status as text and colour, figures embedded."""
+    import jinja2
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark").enable("table")
+    tables = []
     for rec, (_, rows) in zip(runs, rows_by_run):
         threads = rec["settings"]["threads"]
-        parts.append("".join(f"<p class='small'>{esc(line.rstrip(' '))}</p>" for line in settings_lines(rec)))
         head = (["model", "file", "runtime", "params M", "GFLOPs", "size MB"] + [f"p50 ms {n}t" for n in threads]
                 + [f"FPS {threads[0]}t", "mem MB"] + list(BIN_NAMES) + ["mean", "plain", "pose MAE", "p50/mb05", "status"])
-        parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
+        body = []
         for r in rows:
-            cells = [c.replace("**", "") for c in table_cells(r, threads)]
-            parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
-        parts.append("</table>")
-    for name, d in deltas:
-        if not d:
-            continue
-        parts.append(f"<h2>Compared with {esc(name)}</h2><pre>{esc(chr(10).join(comparison_markdown(name, d)[2:]))}</pre>")
-    for key, png in pngs.items():
-        parts.append(f"<h2>{esc(key)}</h2><img alt='{key}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
-    return "\n".join(parts) + "</body></html>\n"
+            text, css = _status(r)
+            body.append({"cells": [c.replace("**", "") for c in table_cells(r, threads)[:-1]], "status": text,
+                         "status_class": css})
+        tables.append({"dir": rec["dir"], "settings": [ln.rstrip(" ") for ln in settings_lines(rec)], "head": head,
+                       "rows": body})
+    captions = dict(FIGURE_CAPTIONS)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]))
+    return env.get_template("report.html.j2").render(
+        title=title, preface_html=md.render("\n".join(preface)), runs=tables, columns_html=md.render(COLUMNS_NOTE),
+        comparisons=[(name, "\n".join(comparison_markdown(name, d)[2:])) for name, d in deltas if d],
+        figures=[(captions.get(key, key), base64.b64encode(png).decode()) for key, png in pngs.items()])
 
 
 def write_report(run_dirs: list[str], output: str | Path, title: str | None = None, notes: str | None = None,
@@ -178,8 +190,13 @@ def write_report(run_dirs: list[str], output: str | Path, title: str | None = No
             raise EdgefaError(f"--notes {notes}: file not found")
         preface += [*Path(notes).read_text().strip().splitlines(), ""]
     rows_by_run = [(rec["dir"], _labelled(flat_rows(rec))) for rec in runs]
+    pngs = figures(runs, rows_by_run)  # reads the runs' overlay files: before their folders are shortened
+    for rec in runs:  # what the report shows names no machine path (runs benched by older versions too)
+        rec["dir"] = portable(rec["dir"])
+        for t in rec.get("targets", []):
+            t["ref"], t["note"] = portable(t.get("ref", "")), portable(t.get("note", ""))
+    rows_by_run = [(rec["dir"], rows) for rec, (_, rows) in zip(runs, rows_by_run)]
     deltas = [(rec["dir"], compare(runs[0], rec)) for rec in runs[1:]]
-    pngs = figures(runs, rows_by_run)
     fig_paths = {key: out.parent / f"{out.name}-{key}.png" for key in pngs}
     title = title or f"edgefa benchmark: {out.name}"
     record = {"title": title, "runs": runs, "rows": {run: rows for run, rows in rows_by_run},

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from edgefa import __version__
 from edgefa.detect.crop import crop_metadata
 from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_json, file_size_mb, remove_stale_temps, temp_sibling
+from edgefa.paths import portable
 from edgefa.runtime.formats import FORMATS, ExportFormat, plan
 from quantization.qat import is_qat  # importing it also lets QAT checkpoints load (a rebuild hook)
 
@@ -146,15 +146,6 @@ def license_terms(training_data: str, face_model: str) -> str:
     if not terms:
         return "MIT (edgefa's code; trained on its own synthetic faces, no third-party data or face model)"
     return "; ".join(terms) + "; edgefa's code: MIT"
-
-
-def portable(value: str) -> str:
-    """No machine paths in a device file: the shared folder -> {shared}, the repo -> relative,
-    any other absolute path -> its last two parts."""
-    from edgefa.paths import REPO_ROOT, shared_root
-
-    value = value.replace(str(shared_root()), "{shared}").replace(str(REPO_ROOT) + "/", "")
-    return re.sub(r"(?<![\w.{}])/(?:[^/,:\"\s]+/)*([^/,:\"\s]+/[^/,:\"\s]+)", r".../\1", value)
 
 
 def metadata_for(src: Source, graph: ExportGraph, fmt: ExportFormat, precision: str) -> dict[str, str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from edgefa.errors import EdgefaError
@@ -53,3 +54,10 @@ def find_bfm68(explicit: str | Path | None = None, near: Path | None = None) -> 
             return cand
     raise EdgefaError("bfm68 face model not found: pass bfm=DIR in the model spec or set EDGEFA_BFM68 "
                       "(a folder with u_base.txt, w_shp_base.txt, w_exp_base.txt)")
+
+
+def portable(value: str) -> str:
+    """No machine paths in a device file or a report: the shared folder -> {shared}, the repo -> relative,
+    any other absolute path -> its last two parts."""
+    value = value.replace(str(shared_root()), "{shared}").replace(str(REPO_ROOT) + "/", "")
+    return re.sub(r"(?<![\w.{}])/(?:[^/,:\"\s]+/)*([^/,:\"\s]+/[^/,:\"\s]+)", r".../\1", value)

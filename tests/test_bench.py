@@ -118,11 +118,20 @@ def test_cli_report_writes_every_format_and_compares_runs(exported, tmp_path, ca
     for run in ("a", "b"):
         assert main(["bench", onnx, "--runs", "3", "--warmup", "1", "--data", "synthetic:seed=3,n=6", "--quiet",
                      "-o", str(tmp_path / run)]) == 0
-    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "rep" / "cmp")]) == 0
+    notes = tmp_path / "notes.md"
+    notes.write_text("**What is measured.** The `exported` file,\nwrapped over two lines.\n")
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "rep" / "cmp"),
+                 "--notes", str(notes)]) == 0
     out = tmp_path / "rep"
     md = (out / "cmp.md").read_text()
     assert "Compared with the baseline run" in md and "| p50 ms 1t |" in md
-    assert "data:image/png;base64," in (out / "cmp.html").read_text()
+    page = (out / "cmp.html").read_text()
+    assert "data:image/png;base64," in page
+    # the notes rendered as Markdown, status as words, no emoji-only cells
+    assert "<strong>What is measured.</strong>" in page and "<code>exported</code>" in page and "**" not in page
+    assert 'class="status status-ok">ok<' in page and "✅" not in page
+    for text in (md, page, (out / "cmp.json").read_text()):  # no machine paths in anything a reader gets
+        assert str(tmp_path) not in text
     for fig in ("ced", "pareto", "bins", "overlays"):
         assert (out / f"cmp-{fig}.png").read_bytes()[:4] == b"\x89PNG"
     rows = (out / "cmp.csv").read_text().splitlines()
