@@ -237,6 +237,14 @@ def run_export(model: str, formats: str, precisions: str, out: str | Path, calib
     jobs = plan(formats, precisions)  # unknown format / unsupported precision: before any work
     for fmt in dict.fromkeys(f for f, _ in jobs):
         fmt.require()
+    eval_set = None
+    if eval_data:  # a bad spec fails here, before any file is written
+        from edgefa.data.registry import create_dataset
+
+        try:
+            eval_set = create_dataset(eval_data)
+        except EdgefaError as exc:
+            raise EdgefaError(f"--eval-data {eval_data}: {exc}") from None
     src = load_source(model, name)
     graph = ExportGraph(src.model, src.face_model, postprocess=postprocess, input_color=input_color.upper())
     needs_calib = any(p == "int8" and f.name != "coreml" for f, p in jobs)
@@ -255,7 +263,7 @@ def run_export(model: str, formats: str, precisions: str, out: str | Path, calib
     if eval_data:
         for row in rows:
             if row.status == "ok" and hasattr(importlib.import_module(FORMATS[row.format].writer), "stamp"):
-                row.info["eval"] = evaluate_file(row, eval_data, threads)
+                row.info["eval"] = evaluate_file(row, eval_set, eval_data, threads)
                 progress(f"{Path(row.file).name}: {eval_data}: balanced NME {row.info['eval']['balanced_nme']:.3f}")
     summary = {"model": model, "name": src.label, "postprocess": postprocess, "edgefa": __version__,
                "calib_data": calib_data or DEFAULT_CALIB if needs_calib else None, "calib_n": calib_n,
@@ -265,13 +273,12 @@ def run_export(model: str, formats: str, precisions: str, out: str | Path, calib
     return rows, summary_path
 
 
-def evaluate_file(row: Row, data: str, threads: int | None) -> dict:
-    """The file's accuracy on ``data``, run in its own runtime, written into the file itself."""
-    from edgefa.data.registry import create_dataset
+def evaluate_file(row: Row, dataset, data: str, threads: int | None) -> dict:
+    """The file's accuracy on ``dataset`` (spec ``data``), run in its own runtime, written into the file."""
     from edgefa.evaluate import evaluate
     from edgefa.runtime.artifact import ArtifactPredictor
 
-    result = evaluate(ArtifactPredictor(row.file, threads=threads or 1), create_dataset(data), progress=False)
+    result = evaluate(ArtifactPredictor(row.file, threads=threads or 1), dataset, progress=False)
     if "nme" not in result:
         raise EdgefaError(f"--eval-data {data}: has no 68-point labels to score the file against")
     nmes = result["nme"]

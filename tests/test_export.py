@@ -91,6 +91,7 @@ def test_missing_extra_names_the_install_command(monkeypatch):
     (["--model", "mobilenetv3_smal_100"], "did you mean 'mobilenetv3_small_100'"),
     (["--model", "mobilenetv3_small_100", "--formats", "onxx"], "did you mean 'onnx'"),
     (["--model", "mobilenetv3_small_100", "--precision", "palette6"], "not supported by format 'onnx'"),
+    (["--model", "mobilenetv3_small_100", "--eval-data", "aflw2000"], "--eval-data aflw2000: unknown dataset"),
 ])
 def test_bad_flags_are_one_line_errors(args, message, tmp_path, capsys):
     assert main(["export", *args, "-o", str(tmp_path / "out")]) == 2

@@ -158,6 +158,13 @@ def test_predict_skips_a_bad_file_among_good_ones(tmp_path, capsys):
     assert len(record["images"]) == 1 and "b.jpg" in record["skipped"][0]
 
 
+def test_predict_bad_flags_name_the_flag(capsys):
+    for flag, value in (("--smooth", "1.5"), ("--passes", "0"), ("--redetect-every", "0")):
+        with pytest.raises(SystemExit):
+            main(["predict", "--model", MODEL, "--source", "x.jpg", flag, value])
+        assert f"argument {flag}:" in capsys.readouterr().err.splitlines()[-1]
+
+
 def test_predict_source_errors(tmp_path, capsys):
     for source, fragment in ((str(tmp_path / "nope.jpg"), "no such file"), (str(tmp_path / "*.png"), "matches no"),
                              (str(tmp_path), "no images or videos")):

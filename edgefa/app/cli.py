@@ -163,6 +163,17 @@ def _at_least(low: float, cast=int):
     return parse
 
 
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefa", description="3D face alignment: train, evaluate, export.")
     parser.add_argument("--version", action="version", version=f"edgefa {__version__}")
@@ -195,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--passes", type=_at_least(1), default=2,
                     help="model runs per face: 1 = crop from the detector box only; 2 (default) re-crops from "
                          "the first run's landmarks")
-    pd.add_argument("--smooth", type=float, default=0.0, help="video: landmark smoothing in [0, 1) (0: none)")
+    pd.add_argument("--smooth", type=_fraction, default=0.0, help="video: landmark smoothing in [0, 1) (0: none)")
     pd.add_argument("--redetect-every", type=_at_least(1), default=10,
                     help="video: run the detector every N frames (and when a face is lost)")
     pd.add_argument("--threads", type=_at_least(0), default=0, help="runtime threads (0: its default)")
