@@ -82,7 +82,8 @@ class FaceAligner:
         boxes = np.stack(crop_boxes)
         return params, crop_to_original(pts, boxes, size), pose
 
-    def _faces(self, image, boxes, scores, crop_boxes) -> list[Face]:
+    def faces_from_crops(self, image, boxes, scores, crop_boxes) -> list[Face]:
+        """One model run per given crop box (the detector's boxes and scores passed through)."""
         params, pts, pose = self._run(image, crop_boxes)
         return [Face(np.asarray(b, np.float32), float(s), p.astype(np.float32), np.asarray(y, np.float32),
                      np.asarray(q, np.float32), np.asarray(c, np.float32))
@@ -97,9 +98,9 @@ class FaceAligner:
         boxes = [d.box for d in detections]
         scores = [d.score for d in detections]
         crop_boxes = [self.box_rule(b) if self.box_rule else b for b in boxes]
-        faces = self._faces(image, boxes, scores, crop_boxes)
+        faces = self.faces_from_crops(image, boxes, scores, crop_boxes)
         for _ in range(self.passes - 1):
-            faces = self._faces(image, boxes, scores, [FROM_LANDMARKS(landmark_box(f.landmarks)) for f in faces])
+            faces = self.faces_from_crops(image, boxes, scores, [FROM_LANDMARKS(landmark_box(f.landmarks)) for f in faces])
         return faces
 
     def track(self, frame_bgr: np.ndarray) -> list[Face]:
@@ -112,7 +113,7 @@ class FaceAligner:
             faces = self(frame)
         else:
             crop_boxes = [FROM_LANDMARKS(landmark_box(t.landmarks)) for t in self._tracks]
-            faces = self._faces(frame, [landmark_box(t.landmarks) for t in self._tracks],
+            faces = self.faces_from_crops(frame, [landmark_box(t.landmarks) for t in self._tracks],
                                 [t.score for t in self._tracks], crop_boxes)
             faces = [f for f in faces if _plausible(f, frame.shape)]
         if self.smooth:

@@ -92,7 +92,7 @@ def first_passes(aligner, ds) -> list:
 def second_pass_nme(aligner, items, rule: CropRule) -> float:
     from edgefa.metrics import nme, nme_by_yaw
 
-    preds = [aligner._faces(c, [f.box], [f.score], [rule(landmark_box(f.landmarks))])[0].landmarks
+    preds = [aligner.faces_from_crops(c, [f.box], [f.score], [rule(landmark_box(f.landmarks))])[0].landmarks
              for c, f, _, _ in items]
     return nme_by_yaw(nme(np.array(preds), np.array([it[2] for it in items])),
                       np.array([it[3] for it in items]))["balanced_mean"]
@@ -120,26 +120,18 @@ def passes_on_val(model: str, data: str, labels: str, detector: str, max_passes:
 
     ds = AFLWTrain(data, split="val", labels=labels)
     aligner = FaceAligner(model, detector=detector, threads=1)
+    items = first_passes(aligner, ds)
+    off = ds.size // 2  # in_canvas's offset
+    own_crop = np.array([off, off, off + ds.size, off + ds.size], np.float32)
     preds = {k: [] for k in range(0, max_passes + 1)}  # 0: the training crop itself
-    gts, yaws = [], []
-    for i in range(len(ds)):
-        crop = read_image(ds.root / "crops" / ds.names[i])
-        canvas, off = in_canvas(crop)
-        aligner.passes = 1
-        faces = aligner(canvas)
-        if not faces:
-            continue
-        face = faces[0]
+    for canvas, face, _, _ in items:
         preds[1].append(face.landmarks)
         for k in range(2, max_passes + 1):
-            face = aligner._faces(canvas, [face.box], [face.score], [FROM_LANDMARKS(landmark_box(face.landmarks))])[0]
+            face = aligner.faces_from_crops(canvas, [face.box], [face.score],
+                                            [FROM_LANDMARKS(landmark_box(face.landmarks))])[0]
             preds[k].append(face.landmarks)
-        own = aligner._faces(canvas, [face.box], [1.0], [np.array([off, off, off + ds.size, off + ds.size], np.float32)])
-        preds[0].append(own[0].landmarks)
-        gt = ds.labels["pts68"][i, 0].copy()
-        gt[:, :2] += off
-        gts.append(gt)
-        yaws.append(ds.yaws[i])
+        preds[0].append(aligner.faces_from_crops(canvas, [face.box], [1.0], [own_crop])[0].landmarks)
+    gts, yaws = [it[2] for it in items], [it[3] for it in items]
     gts, yaws = np.array(gts), np.array(yaws)
     scores = {("training crop" if k == 0 else f"{k} pass{'es' if k > 1 else ''}"):
               round(nme_by_yaw(nme(np.array(p), gts), yaws)["balanced_mean"], 3) for k, p in preds.items()}

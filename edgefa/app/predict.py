@@ -127,21 +127,12 @@ def predict_video(aligner: FaceAligner, path: Path, overlays: Overlays | None, p
     return entries
 
 
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
 def _bar(total, desc, enabled):
-    if not enabled:
-        return _NoBar()
     from tqdm import tqdm
 
+    # disable=None: no bar when stderr is not a terminal
     return tqdm(total=total, desc=desc, unit="frame" if desc.endswith(tuple(VIDEO_EXTS)) else "image",
-                leave=False, file=sys.stderr, disable=None)  # None: no bar when stderr is not a terminal
+                leave=False, file=sys.stderr, disable=None if enabled else True)
 
 
 def run_predict(model: str, source: str, save: str | None = None, json_path: str | None = None,
