@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks.machine import machine_facts
+from edgefa.benchmarks.machine import machine_facts
 from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.fileio import check_writable, json_bytes, refuse_special_file, temp_sibling, write_file_set
 from edgefa.paths import portable, shared_root
@@ -108,7 +108,7 @@ def peer_targets(files: list[Target], out: Path, progress: bool) -> list[Target]
     face_landmark.tflite. Exports are cached in ``OUT/peers`` (made once, reused by later runs)."""
     import platform
 
-    from converters.export import run_export
+    from edgefa.converters.export import run_export
 
     shared = shared_root()
     mb05 = shared / "peers" / "3ddfa_v2_mb05" / "mb05_120x120.pth"
@@ -196,7 +196,7 @@ def run_target(target: Target, job: dict, timeout: float, bar, job_dir: str | Pa
     job_path.write_text(json.dumps({**job, "kind": target.kind, "ref": target.ref, "parent_pid": os.getpid()}))
     # stderr to a file, not a pipe: runtimes can log more than a pipe buffer while we read stdout
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(job_path)], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "edgefa.benchmarks.worker", str(job_path)], stdout=subprocess.PIPE,
                                 stderr=err, text=True, cwd=Path(__file__).resolve().parent.parent)
         watchdog = threading.Timer(timeout, proc.kill)  # a hung model prints nothing: kill it on time
         watchdog.start()
@@ -287,7 +287,7 @@ def run_bench(inputs: list[str], out: str | Path, runtimes="torch,onnxruntime,li
                            "peers": peers},
               # no machine paths in what a report shows (the shared folder as {shared}, the repo relative)
               "targets": [{**asdict(t), "ref": portable(t.ref), "note": portable(t.note)} for t in targets]}
-    from benchmarks.tables import bench_markdown
+    from edgefa.benchmarks.tables import bench_markdown
 
     # a pair, both or neither: the report reads bench.json, people read bench.md
     write_file_set({out / "bench.json": json_bytes(record), out / "bench.md": bench_markdown(record).encode()})

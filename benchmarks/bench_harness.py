@@ -18,8 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench import run_bench  # noqa: E402
-from benchmarks.machine import machine_line, script_command, versions_line  # noqa: E402
+from edgefa.benchmarks.bench import run_bench  # noqa: E402
+from edgefa.benchmarks.machine import machine_line, script_command, versions_line  # noqa: E402
 from edgefa.fileio import write_md_json  # noqa: E402
 
 

@@ -12,8 +12,8 @@ running it on the dataset (AFLW2000-3D), never the PyTorch model.
     python benchmarks/compression.py run --source S --stages p50 --method taylor -o runs/compression/NAME-taylor
     python benchmarks/compression.py report runs/compression/NAME runs/compression/NAME-taylor --previous reports/compression.json
 
-Everything it does goes through the library (``edgefa.app.compress``, ``converters.export``,
-``benchmarks.bench``); this script only fixes the study's variants and lays out the table.
+Everything it does goes through the library (``edgefa.app.compress``, ``edgefa.converters.export``,
+``edgefa.benchmarks.bench``); this script only fixes the study's variants and lays out the table.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.machine import machine_line, script_command, versions_line
+from edgefa.benchmarks.machine import machine_line, script_command, versions_line
 from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.fileio import atomic_write_json, write_md_json
 from edgefa.metrics import BIN_NAMES
@@ -47,7 +47,7 @@ GOALS = {"int8": 0.10, "p50-ft": 0.15}  # the issue's NME budgets over float, in
 
 def _cfg(source: str, args, overrides: list[str]) -> dict:
     from edgefa.models.checkpoint import load_checkpoint
-    from quantization.config import load_compression_config
+    from edgefa.quantization.config import load_compression_config
 
     state = load_checkpoint(source)
     return load_compression_config(args.config, overrides, source=source, source_config=state.get("config"))
@@ -86,7 +86,7 @@ def _qat_overrides(args) -> list[str]:
 def _export(checkpoint: Path, variant: str, label: str, run: Path, args) -> list[dict]:
     """Export one variant; the formats that failed (parity gate, converter) as ``{format, precision,
     reason}``: the others are kept, and a re-run tries the failed ones again."""
-    from converters.export import run_export
+    from edgefa.converters.export import run_export
 
     out = run / "files" / variant
     precision = VARIANTS[variant][1]
@@ -113,7 +113,7 @@ def _where() -> str:
     """The machine a stage ran on (stage times from a GPU and a 2-core CPU are not comparable)."""
     import torch
 
-    from benchmarks.machine import machine_line
+    from edgefa.benchmarks.machine import machine_line
 
     gpu = f"{torch.cuda.get_device_name(0)} + " if torch.cuda.is_available() else ""
     return gpu + machine_line()
@@ -189,7 +189,7 @@ def run_study(args) -> int:
 # ---------------------------------------------------------------- report
 
 def _bench(run: Path, args) -> dict:
-    from benchmarks.bench import run_bench
+    from edgefa.benchmarks.bench import run_bench
 
     out = run / "bench"
     if (out / "bench.json").exists() and not args.rebench:
@@ -201,7 +201,7 @@ def _bench(run: Path, args) -> dict:
 
 
 def study_rows(run: Path, record: dict) -> list[dict]:
-    from benchmarks.tables import flat_rows
+    from edgefa.benchmarks.tables import flat_rows
 
     by_file = {}
     for r in flat_rows(record):

@@ -10,7 +10,7 @@
 #
 #   EDGEFA_SHARED=PACK benchmarks/compression_gpu.sh BUDGET_SECONDS LOG_DIR [FT_EPOCHS]
 #
-# PACK: `python -m training.pack_data PACK --archive` (aflw-train as WebP, bfm68, the mb05 teacher),
+# PACK: `python -m edgefa.training.pack_data PACK --archive` (aflw-train as WebP, bfm68, the mb05 teacher),
 # uploaded as PACK.tgz and unpacked there. Checkpoints land in runs/ (sources runs/NAME/best.pt,
 # studies runs/compression/NAME[-taylor]); bring back best.pt, pruned.pt, summary.json, study.json.
 # Measured on an H200 with 16 cores (2026-12-04): 110 ms per batch of 128 with the two sources

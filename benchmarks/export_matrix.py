@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import machine_line, script_command, versions  # noqa: E402
-from converters.export import STATUS_MARK, run_export  # noqa: E402
+from edgefa.benchmarks.machine import machine_line, script_command, versions  # noqa: E402
+from edgefa.converters.export import STATUS_MARK, run_export  # noqa: E402
 from edgefa.fileio import write_md_json  # noqa: E402
 from edgefa.paths import shared_root  # noqa: E402
 

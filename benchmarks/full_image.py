@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import machine_line, script_command, versions_line  # noqa: E402
 from edgefa.align import FaceAligner  # noqa: E402
+from edgefa.benchmarks.machine import machine_line, script_command, versions_line  # noqa: E402
 from edgefa.data.aflw2000 import ORIGINAL_DIR, AFLW2000Crops  # noqa: E402
 from edgefa.data.base import crop_to_original  # noqa: E402
 from edgefa.data.images import read_image  # noqa: E402
@@ -79,7 +79,7 @@ def markdown(rec: dict) -> str:
              "What `edgefa predict` does (BlazeFace -> box rule -> model -> landmark re-crop -> model), scored "
              "against the 68-point labels with the protocol's NME (2D, sqrt(w*h) of the label box, balanced over "
              "|yaw| bins), beside the same file on the protocol's 120x120 crops. Box and landmark rules were fitted "
-             "on aflw-train (`python -m training.crop_rules`), not here.", "",
+             "on aflw-train (`python -m edgefa.training.crop_rules`), not here.", "",
              "| input | [0,30] | (30,60] | (60,90] | balanced | plain | faces |", "| --- | --- | --- | --- | --- | --- | --- |",
              row("protocol crops, all faces", rec["protocol_all"])]
     for passes in ("two", "one"):
@@ -91,7 +91,7 @@ def markdown(rec: dict) -> str:
     verdict = "met" if gap <= 0.3 else f"missed by {gap - 0.3:.3f}"
     lines += ["", f"- Full image (two passes) vs protocol crops on the same faces: **{gap:+.3f}** NME points "
               f"(goal: within 0.3; {verdict}). Two passes is `edgefa predict`'s default, chosen on aflw-train's "
-              "val split (`python -m training.crop_rules ... --passes-model FILE`: 3.736 NME against the refined labels "
+              "val split (`python -m edgefa.training.crop_rules ... --passes-model FILE`: 3.736 NME against the refined labels "
               "with two passes, 3.896 with one, 3.731 with three: not worth a third model run). The landmark rule of "
               "the second pass was fitted to this model's predictions on aflw-train's train split "
               "(`... --tune-model FILE`).",

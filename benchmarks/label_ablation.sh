@@ -8,7 +8,7 @@
 #   refined  - the refined labels (training/labels.py): WPDC + 68-point distance + yaw, no teacher;
 #   both     - refined labels and online distillation together.
 # The long-schedule row is the recipe itself (training/configs/mobilenetv3-small-refined.yaml).
-# Needs the labels file: python -m training.labels runs/labels/aflw-train.npz --check
+# Needs the labels file: python -m edgefa.training.labels runs/labels/aflw-train.npz --check
 #
 #   benchmarks/label_ablation.sh [EPOCHS]     -> runs/ablate-{distill,refined,both}-eEPOCHS
 set -euo pipefail

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import machine_line, script_command, versions_line  # noqa: E402
+from edgefa.benchmarks.machine import machine_line, script_command, versions_line  # noqa: E402
 from edgefa.data.aflw2000 import AFLW2000Crops  # noqa: E402
 from edgefa.evaluate import evaluate  # noqa: E402
 from edgefa.fileio import write_md_json  # noqa: E402
@@ -71,7 +71,7 @@ def main(argv=None):
         "# MediaPipe Face Mesh on the AFLW2000-3D protocol", "",
         "MediaPipe's `face_landmark.tflite` (468 points) gets the same 120x120 protocol crops as every edgefa "
         "model; its points are mapped to the 68 iBUG points by a sparse convex combination of mesh vertices per "
-        "point, learned on aflw-train (`python -m training.mediapipe_correspondence`), and its pose is a "
+        "point, learned on aflw-train (`python -m edgefa.training.mediapipe_correspondence`), and its pose is a "
         "Procrustes fit of the 468 points to a canonical mesh. NME %: 2D, sqrt(w*h) of the label box, by |yaw| "
         "bin; balanced = mean of the bin means. Pose MAE in degrees (faces with |yaw| <= 99).", "",
         *summary(results), "",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import machine_line, script_command, versions_line  # noqa: E402
+from edgefa.benchmarks.machine import machine_line, script_command, versions_line  # noqa: E402
 from edgefa.fileio import write_md_json  # noqa: E402
 
 ROUNDINGS = (1, 8, 16)
@@ -24,11 +24,11 @@ def _files(name: str, ratio: float, work: Path) -> list[tuple[str, int, dict, Pa
     """(model, rounding, pruning record or {}, folder of its exported files) for unpruned + each rounding."""
     import torch
 
-    from converters.export import run_export
+    from edgefa.converters.export import run_export
     from edgefa.facemodel.synthetic import synthetic_face_model
     from edgefa.models.checkpoint import save_checkpoint
     from edgefa.models.registry import create_model
-    from quantization.prune import prune_model
+    from edgefa.quantization.prune import prune_model
 
     torch.manual_seed(0)
     model = create_model(name).eval()
@@ -48,8 +48,8 @@ def _files(name: str, ratio: float, work: Path) -> list[tuple[str, int, dict, Pa
 
 
 def main(argv=None) -> int:
-    from benchmarks.bench import run_bench
-    from benchmarks.tables import flat_rows
+    from edgefa.benchmarks.bench import run_bench
+    from edgefa.benchmarks.tables import flat_rows
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--output", required=True, help="report path without suffix (.md and .json)")

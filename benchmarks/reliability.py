@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import machine_facts, machine_line, script_command, versions_line  # noqa: E402
-from benchmarks.reliability_cases import CASES, CLASSES, run_case  # noqa: E402
+from edgefa.benchmarks.machine import machine_facts, machine_line, script_command, versions_line  # noqa: E402
+from edgefa.benchmarks.reliability_cases import CASES, CLASSES, run_case  # noqa: E402
 from edgefa.fileio import write_md_json  # noqa: E402
 
 

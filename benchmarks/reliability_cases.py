@@ -5,7 +5,7 @@ A case builds its input under an empty folder and returns the ``edgefa`` argv; t
 exit code 2 (or the case's own), one error line naming the file and the problem, no traceback, no
 final-named or temp file left behind (``leaves``), and done within its timeout (no hang).
 
-Internal: ``python -m benchmarks.reliability_cases FAULT ARGV...`` runs the CLI with FAULT injected
+Internal: ``python -m edgefa.benchmarks.reliability_cases FAULT ARGV...`` runs the CLI with FAULT injected
 (``-`` for none): how the report's subprocesses get a full disk without filling one.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.reliability_inputs import (  # noqa: F401  (re-exported: the tests use them through this module)
+from edgefa.benchmarks.reliability_inputs import (  # noqa: F401  (re-exported: the tests use them through this module)
     FAULTS,
     INPUT_SPEC,
     MODEL,
@@ -189,7 +189,7 @@ CASES: list[Case] = [
 # --- running a case through the CLI in its own process ---
 
 def cli_command(case: Case, argv: list[str]) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.reliability_cases", case.fault, *argv]
+    return [sys.executable, "-m", "edgefa.benchmarks.reliability_cases", case.fault, *argv]
 
 
 def _env() -> dict:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import plots
-from benchmarks.bench import slug
-from benchmarks.tables import bench_markdown, display_name, flat_rows, settings_lines, table_cells
+from edgefa.benchmarks import plots
+from edgefa.benchmarks.bench import slug
+from edgefa.benchmarks.tables import bench_markdown, display_name, flat_rows, settings_lines, table_cells
 from edgefa.errors import EdgefaError
 from edgefa.fileio import check_writable, json_bytes, with_ext, write_file_set
 from edgefa.metrics import BIN_NAMES

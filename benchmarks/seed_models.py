@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import machine_line, script_command, versions_line  # noqa: E402
+from edgefa.benchmarks.machine import machine_line, script_command, versions_line  # noqa: E402
 from edgefa.errors import EdgefaError  # noqa: E402
 from edgefa.fileio import write_md_json  # noqa: E402
 from edgefa.metrics import BIN_NAMES  # noqa: E402
@@ -57,13 +57,13 @@ PAPERS = {
 
 
 def _run_info(run: Path) -> dict:
-    from training.report import run_summary
+    from edgefa.training.report import run_summary
 
     return {"run": run.name, **run_summary(run)}
 
 
 def _export(run: Path, folder: Path, args) -> list[dict]:
-    from converters.export import run_export
+    from edgefa.converters.export import run_export
 
     folder.mkdir(parents=True, exist_ok=True)
     done = folder / "export.json"
@@ -82,8 +82,8 @@ def bench_all(folders: list[Path], args, command: str) -> dict[tuple[str, str], 
     """One ``edgefa bench`` over every run's files (ONNX Runtime and LiteRT, accuracy on --data, the
     peers beside them) into --work/bench: the record ``edgefa report`` adds to reports/benchmark as a
     run. Returns the rows by (run name, runtime)."""
-    from benchmarks.bench import run_bench
-    from benchmarks.tables import flat_rows
+    from edgefa.benchmarks.bench import run_bench
+    from edgefa.benchmarks.tables import flat_rows
 
     record, _ = run_bench([str(f / "files") for f in folders], Path(args.work) / "bench",
                           runtimes="onnxruntime,litert", threads=args.threads, warmup=20, min_time=args.min_time,
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--output", required=True, help="report path without suffix (.md and .json)")
     args = ap.parse_args(argv)
     args.parity_data = args.parity_data or args.data
-    from benchmarks.bench import check_data
+    from edgefa.benchmarks.bench import check_data
 
     data_error = check_data(args.data)  # before any export: the report is about accuracy
     if data_error:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from benchmarks.machine import machine_line, versions_line
+from edgefa.benchmarks.machine import machine_line, versions_line
 from edgefa.metrics import BIN_NAMES
 
 PEER_REF = "3ddfa-v2-mb05"

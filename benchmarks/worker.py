@@ -5,7 +5,7 @@ A process per model keeps the runtimes' thread pools, memory peaks and crashes a
 kills its runtime fails its own row, not the matrix. Threads are pinned through each runtime's own
 option (onnxruntime session options, LiteRT ``num_threads``, ``torch.set_num_threads``).
 
-Internal: ``python -m benchmarks.worker JOB.json`` prints one ``@@edgefa {json}`` line per event.
+Internal: ``python -m edgefa.benchmarks.worker JOB.json`` prints one ``@@edgefa {json}`` line per event.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.timing import latency_stats, peak_rss_mb, rss_mb, time_calls
+from edgefa.benchmarks.timing import latency_stats, peak_rss_mb, rss_mb, time_calls
 from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_bytes, file_size_mb
 
@@ -133,7 +133,7 @@ class TorchTarget:
     def predictor(self, threads: int):
         import torch
 
-        from converters.export import load_source
+        from edgefa.converters.export import load_source
         from edgefa.predictor import TorchPredictor
 
         torch.set_num_threads(threads)

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.graph import ExportGraph
-from converters.parity import compare, gate, torch_outputs
 from edgefa import __version__
+from edgefa.converters.graph import ExportGraph
+from edgefa.converters.parity import compare, gate, torch_outputs
 from edgefa.detect.crop import crop_metadata
 from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_json, file_size_mb, remove_stale_temps, temp_sibling
 from edgefa.paths import portable
+from edgefa.quantization.qat import is_qat  # importing it also lets QAT checkpoints load (a rebuild hook)
 from edgefa.runtime.formats import FORMATS, ExportFormat, plan
-from quantization.qat import is_qat  # importing it also lets QAT checkpoints load (a rebuild hook)
 
 DEFAULT_CALIB = "synthetic:seed=7"
 DEFAULT_PARITY = "synthetic:seed=8"

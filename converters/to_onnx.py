@@ -216,7 +216,7 @@ def _int8(model, graph, calib: np.ndarray) -> tuple[object, dict]:
 def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata: dict[str, str]) -> dict:
     import onnx
 
-    from quantization.qat import is_qat, qat_calibration_note, with_integer_net
+    from edgefa.quantization.qat import is_qat, qat_calibration_note, with_integer_net
 
     qat = precision == "int8" and is_qat(graph.net)
     if qat:  # learned scales: the converted pt2e graph exports straight to QDQ, no calibration

@@ -216,7 +216,7 @@ def _dtypes(details) -> str:
 
 def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata: dict[str, str],
            int8_io: bool = False) -> dict:
-    from quantization.qat import (
+    from edgefa.quantization.qat import (
         is_qat,
         make_quantizer,
         qat_calibration_note,

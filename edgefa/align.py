@@ -6,7 +6,7 @@
 
 The second pass re-crops every face with the landmark rule the training crops follow, as 3DDFA-V2
 does, so the detector's box bias matters little (two passes: chosen on aflw-train's val split,
-``python -m training.crop_rules --passes-model FILE``; a third pass gains 0.005 NME there). For video, ``track`` re-crops each frame from the
+``python -m edgefa.training.crop_rules --passes-model FILE``; a third pass gains 0.005 NME there). For video, ``track`` re-crops each frame from the
 previous frame's landmarks and runs the detector only every ``redetect_every`` frames or when a face
 is lost.
 """

@@ -29,7 +29,7 @@ SECTIONS = tuple(COMPRESSION_DEFAULTS)
 
 
 def _training_defaults() -> dict:
-    from training.config import DEFAULTS
+    from edgefa.training.config import DEFAULTS
 
     return copy.deepcopy({**DEFAULTS, **COMPRESSION_DEFAULTS})
 
@@ -47,7 +47,7 @@ def _fill_shared(cfg: dict) -> dict:
 def load_compression_config(path: str | Path | None, overrides: list[str] = (), source: str | None = None,
                             source_config: dict | None = None) -> dict:
     """The full recipe dict. ``source_config``: the source checkpoint's stored training config."""
-    from training.config import DEFAULTS, check_values, merge_checked, parse_overrides, read_yaml_mapping
+    from edgefa.training.config import DEFAULTS, check_values, merge_checked, parse_overrides, read_yaml_mapping
 
     defaults = _training_defaults()
     cfg = copy.deepcopy(defaults)

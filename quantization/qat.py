@@ -26,7 +26,7 @@ from torch import nn
 from edgefa.errors import EdgefaError
 from edgefa.models.architecture import register_rebuild_hook
 from edgefa.models.registry import FaceRegressor
-from quantization.prune import family_of
+from edgefa.quantization.prune import family_of
 
 SCHEME = ("litert-torch PT2EQuantizer (torchao pt2e QAT): per-channel symmetric int8 weights, "
           "per-tensor affine int8 activations")

@@ -4,14 +4,27 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("edgefa", "training", "quantization", "converters", "benchmarks")
+DESIGN_CARD_FOLDERS = ("training", "quantization", "converters", "benchmarks")
+
+
+def read_setuptools(root: Path = ROOT) -> dict:
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
+    return tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def package_folders(root: Path = ROOT) -> dict[str, str]:
+    """{folder at the repository root: the package it installs as}, from pyproject's package-dir."""
+    mapped = {folder: package for package, folder in read_setuptools(root).get("package-dir", {}).items()}
+    return {"edgefa": "edgefa", **mapped}
 
 
 def read_layers(text: str) -> dict[str, int]:
@@ -32,13 +45,14 @@ def layer_of(module: str, layers: dict[str, int]) -> int | None:
     return layers[max(owners, key=len)] if owners else None
 
 
-def module_files(root: Path = ROOT) -> dict[str, Path]:
+def module_files(root: Path = ROOT, folders: dict[str, str] | None = None) -> dict[str, Path]:
+    """{module name as installed: file}; ``training/trainer.py`` is ``edgefa.training.trainer``."""
     out = {}
-    for package in PACKAGES:
-        for path in (root / package).rglob("*.py"):
+    for folder, package in (folders or package_folders(root)).items():
+        for path in (root / folder).rglob("*.py"):
             if ".venv" in path.parts:
                 continue
-            name = ".".join(path.relative_to(root).with_suffix("").parts)
+            name = ".".join([package, *path.relative_to(root / folder).with_suffix("").parts])
             out[name.removesuffix(".__init__")] = path
     return out
 
@@ -71,7 +85,7 @@ def import_graph(files: dict[str, Path]) -> dict[str, set[str]]:
         for name in _imported_names(ast.parse(path.read_text()), module, path.name == "__init__.py"):
             if name in files:
                 targets.add(name)
-            elif name.rpartition(".")[0] in files and name.split(".")[0] in PACKAGES:
+            elif name.rpartition(".")[0] in files:
                 targets.add(name.rpartition(".")[0])  # `from pkg.mod import function`
         targets.discard(module)
         graph[module] = targets
@@ -137,18 +151,16 @@ def test_the_checks_see_what_they_claim(tmp_path):
     and a two-module cycle, so an empty answer above means something."""
     (tmp_path / "edgefa" / "sub").mkdir(parents=True)
     (tmp_path / "training").mkdir()
-    for package in PACKAGES[2:]:
-        (tmp_path / package).mkdir()
     (tmp_path / "edgefa" / "__init__.py").write_text("")
     (tmp_path / "edgefa" / "sub" / "__init__.py").write_text("")
-    (tmp_path / "edgefa" / "sub" / "a.py").write_text("def f():\n    from training.t import g\n")
+    (tmp_path / "edgefa" / "sub" / "a.py").write_text("def f():\n    from edgefa.training.t import g\n")
     (tmp_path / "edgefa" / "sub" / "b.py").write_text("from . import c\n")
     (tmp_path / "edgefa" / "sub" / "c.py").write_text("import importlib\nimportlib.import_module('edgefa.sub.b')\n")
     (tmp_path / "training" / "t.py").write_text("def g():\n    pass\n")
-    layers = read_layers("```layers\n0 core: edgefa\n1 libraries: training\n```")
-    graph = import_graph(module_files(tmp_path))
-    assert graph["edgefa.sub.a"] == {"training.t"}
-    assert layer_of("training.t", layers) > layer_of("edgefa.sub.a", layers)
+    layers = read_layers("```layers\n0 core: edgefa\n1 libraries: edgefa.training\n```")
+    graph = import_graph(module_files(tmp_path, {"edgefa": "edgefa", "training": "edgefa.training"}))
+    assert graph["edgefa.sub.a"] == {"edgefa.training.t"}
+    assert layer_of("edgefa.training.t", layers) > layer_of("edgefa.sub.a", layers)
     assert cycles(graph) == [["edgefa.sub.b", "edgefa.sub.c"]]
 
 
@@ -159,3 +171,51 @@ def test_ruff_is_clean():
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", str(ROOT)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+
+
+def test_installed_packages_are_the_tree():
+    """pyproject's package list is every package in the tree, under its installed name, and the
+    design card's folders all install under ``edgefa.``, so nothing generic lands in site-packages."""
+    setuptools_cfg = read_setuptools()
+    folders = package_folders()
+    assert set(DESIGN_CARD_FOLDERS) <= set(folders)
+    assert all(package.startswith("edgefa.") for folder, package in folders.items() if folder != "edgefa")
+    in_tree = {name for name, path in module_files().items() if path.name == "__init__.py"}
+    assert sorted(setuptools_cfg["packages"]) == sorted(in_tree)
+
+
+def test_source_tree_resolves_installed_names(tmp_path):
+    """Without an install (no .pth, no editable finder: ``-S``), the repository root on the path is
+    enough for ``edgefa.training`` and the rest, as on the GPU box (``PYTHONPATH=.``)."""
+    code = ("import edgefa.training, edgefa.quantization, edgefa.converters, edgefa.benchmarks, sys; "
+            "print(edgefa.training.__file__); print('training' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = proc.stdout.split()
+    assert Path(first) == ROOT / "training" / "__init__.py" and second == "False"
+
+
+def test_wheel_installs_one_top_level_name(tmp_path):
+    """The wheel holds ``edgefa`` only (plus its metadata), with the mapped folders and their data inside."""
+    pytest.importorskip("setuptools", reason="building the wheel offline needs setuptools in this environment")
+    src = tmp_path / "src"
+    names = ["pyproject.toml", "README.md", "edgefa", *DESIGN_CARD_FOLDERS]
+    for name in names:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "--disable-pip-version-check", "-w", str(tmp_path / "dist"), str(src)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("edgefa-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        members = zf.namelist()
+    assert {m.split("/")[0] for m in members if not m.split("/")[0].endswith(".dist-info")} == {"edgefa"}
+    for expected in ("edgefa/training/trainer.py", "edgefa/benchmarks/templates/report.html.j2",
+                     "edgefa/training/configs/mobilenetv3-small.yaml", "edgefa/converters/to_onnx.py",
+                     "edgefa/quantization/qat.py", "edgefa/weights/mobilenetv3_small_100.safetensors"):
+        assert expected in members

@@ -3,7 +3,7 @@ import pytest
 
 from edgefa.data.base import make_sample
 from edgefa.facemodel import geometry as g
-from training.augment import FLIP_21, FLIP_68, AugmentConfig, augment_sample
+from edgefa.training.augment import FLIP_21, FLIP_68, AugmentConfig, augment_sample
 
 SIZE = 120
 
@@ -75,7 +75,7 @@ def test_flip_takes_the_mirror_labels_warped_exactly(toy_face_model, seed):
     """A sample with labels of its mirror image keeps exact parameters through a flip: the flipped
     warp is the flip-free warp applied to the mirror image. With the true mirror's points it must
     land exactly where the plain flip path puts the re-ordered points."""
-    from training.labels import mirror_points
+    from edgefa.training.labels import mirror_points
 
     fm = toy_face_model
     sample = _sample(fm)
@@ -98,7 +98,7 @@ def test_flip_takes_the_mirror_labels_warped_exactly(toy_face_model, seed):
 def test_labels_of_another_face_model_are_dropped_mirror_included(toy_face_model):
     """A dataset fitted in another face model keeps points and pose but no parameters, and a flip
     must not bring its mirror parameters back."""
-    from training.data import TrainSet
+    from edgefa.training.data import TrainSet
 
     sample = _sample(toy_face_model)
     sample["mirror_params"] = sample["params"]

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.bench import check_request, run_bench
-from benchmarks.tables import flat_rows
-from benchmarks.timing import latency_stats, time_calls
-from converters.export import run_export
 from edgefa.app.cli import main
+from edgefa.benchmarks.bench import check_request, run_bench
+from edgefa.benchmarks.tables import flat_rows
+from edgefa.benchmarks.timing import latency_stats, time_calls
+from edgefa.converters.export import run_export
 from edgefa.errors import EdgefaError
 from edgefa.runtime.formats import RUNTIME_IMPORTS
 
@@ -142,7 +142,7 @@ def test_cli_report_writes_every_format_and_compares_runs(exported, tmp_path, ca
 
 
 def test_report_of_runs_of_different_files_draws_them_all_and_compares_nothing(exported, tmp_path, monkeypatch):
-    from benchmarks import plots
+    from edgefa.benchmarks import plots
 
     _, ckpt, files = exported
     onnx = next(f for f in files if f.endswith(".onnx"))

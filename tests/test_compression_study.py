@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from benchmarks.compression import main as study
+from edgefa.benchmarks.compression import main as study
 from edgefa.models.checkpoint import save_checkpoint
 from edgefa.models.registry import create_model
 
@@ -113,12 +113,12 @@ def test_train_only_run_then_the_same_study_exports_without_training_again(sourc
 
 
 def test_a_file_that_fails_its_gate_is_a_failed_row_and_a_rerun_retries_it(source, tmp_path, capsys, monkeypatch):
-    import converters.export
-    from benchmarks.compression import _section, study_rows
+    import edgefa.converters.export
+    from edgefa.benchmarks.compression import _section, study_rows
 
     run = tmp_path / "s"
-    real_gate = converters.export.gate
-    monkeypatch.setattr(converters.export, "gate", lambda parity, precision: (False, "forced by the test"))
+    real_gate = edgefa.converters.export.gate
+    monkeypatch.setattr(edgefa.converters.export, "gate", lambda parity, precision: (False, "forced by the test"))
     assert study(["run", "--source", str(source), "-o", str(run), "--name", "t", "--stages", "float", *RUN]) == 2
     err = capsys.readouterr().err.strip()
     assert "float onnx fp32: forced by the test" in err and len(err.splitlines()) == 1
@@ -129,7 +129,7 @@ def test_a_file_that_fails_its_gate_is_a_failed_row_and_a_rerun_retries_it(sourc
                                "rows": [{**rows[0], "delta": None}]}))
     assert "✗ not written: forced by the test" in text
 
-    monkeypatch.setattr(converters.export, "gate", real_gate)
+    monkeypatch.setattr(edgefa.converters.export, "gate", real_gate)
     assert study(["run", "--source", str(source), "-o", str(run), "--name", "t", "--stages", "float", *RUN]) == 0
     assert list((run / "files" / "float").glob("*.onnx"))
     assert "failed" not in json.loads((run / "study.json").read_text())["stages"]["export float"]

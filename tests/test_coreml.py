@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("coremltools")
 
-from converters import to_coreml
-from converters.graph import ExportGraph
+from edgefa.converters import to_coreml
+from edgefa.converters.graph import ExportGraph
 from edgefa.errors import EdgefaError
 from edgefa.models.registry import create_model
 from edgefa.runtime import coreml as coreml_runtime
@@ -107,7 +107,7 @@ def test_run_needs_macos(exports):
 
 @pytest.mark.skipif(not ON_MAC, reason="Core ML predict runs only on macOS")
 def test_parity_on_macos(exports):
-    from converters.parity import compare, gate, torch_outputs
+    from edgefa.converters.parity import compare, gate, torch_outputs
 
     graph, path, _ = exports(True, "fp32")
     x = np.random.default_rng(0).integers(0, 256, (4, graph.crop_size, graph.crop_size, 3), dtype=np.uint8)

@@ -85,7 +85,7 @@ def test_params_from_exact_points_reproduce_the_landmarks(model, fm):
 def test_dense_loss_term(fm, model):
     from edgefa.data.synthetic import sample_params
     from edgefa.facemodel.geometry import landmarks, whiten
-    from training.objectives import loss_terms
+    from edgefa.training.objectives import loss_terms
 
     raw = np.stack([sample_params(np.random.default_rng([5, i]), fm) for i in range(2)])
     exact = torch.from_numpy(landmarks(raw, fm, dense=True)[:, model.dense_index.numpy()]).float()

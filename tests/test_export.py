@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from converters import parity
-from converters.export import run_export
-from converters.graph import ExportGraph
 from edgefa.app.cli import main
+from edgefa.converters import parity
+from edgefa.converters.export import run_export
+from edgefa.converters.graph import ExportGraph
 from edgefa.errors import EdgefaError
 from edgefa.facemodel.geometry import euler_angles, euler_to_rotation, landmarks
 from edgefa.models.registry import create_model, list_models
@@ -164,7 +164,7 @@ def test_status_is_ok_only_once_the_file_is_in_place(tmp_path, monkeypatch):
 
 
 def test_interrupt_leaves_no_half_file(tmp_path, monkeypatch):
-    from converters import to_onnx
+    from edgefa.converters import to_onnx
 
     def interrupted(graph, path, *args, **kwargs):
         path.write_bytes(b"half a file")
@@ -284,7 +284,7 @@ def test_device_file_metadata_carries_crop_rule_licence_and_its_own_scores(fmt, 
 
 
 def test_portable_drops_machine_paths():
-    from converters.export import license_terms, portable
+    from edgefa.converters.export import license_terms, portable
     from edgefa.paths import shared_root
 
     assert portable(f'"aflw-train:{shared_root()}/data/aflw-train,split=train"') == '"aflw-train:{shared}/data/aflw-train,split=train"'

@@ -6,7 +6,7 @@ import torch
 from edgefa.data.labels import read_labels, save_labels
 from edgefa.errors import EdgefaError
 from edgefa.facemodel import geometry as g
-from training.labels import LAMBDAS, Correspondence, leave_one_out, main, mirror_points, refine
+from edgefa.training.labels import LAMBDAS, Correspondence, leave_one_out, main, mirror_points, refine
 
 SIZE = 120
 
@@ -73,7 +73,7 @@ def test_leave_one_point_out_prefers_the_true_correspondence(toy_face_model):
 
 
 def test_mirror_points_match_a_flipped_image():
-    from training.augment import FLIP_21
+    from edgefa.training.augment import FLIP_21
 
     image = np.zeros((SIZE, SIZE), np.uint8)
     image[37, 11] = 255  # a marker at x = 11, y = 37
@@ -125,9 +125,9 @@ def test_labels_command_on_real_crops_feeds_the_reader_and_augmentation(tmp_path
     """End to end on 40 aflw-train crops: teacher prior, selection on the val faces, the file, then
     the reader's samples carry params for the crop and its mirror that a flip uses."""
     from edgefa.data.registry import create_dataset
+    from edgefa.training.augment import AugmentConfig
+    from edgefa.training.data import TrainSet
     from tests.conftest import shared_path
-    from training.augment import AugmentConfig
-    from training.data import TrainSet
 
     root = shared_path("data", "aflw-train")
     shared_path("peers", "3ddfa_v2_mb05", "mb05_120x120.pth")

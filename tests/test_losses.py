@@ -1,4 +1,4 @@
-"""training.losses pinned against hand-computed values and independent numpy references."""
+"""edgefa.training.losses pinned against hand-computed values and independent numpy references."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ import torch
 from edgefa.errors import EdgefaError
 from edgefa.facemodel.base import DenseMesh, FaceModel
 from edgefa.facemodel.geometry import euler_to_rotation, whiten
-from training.losses import (
+from edgefa.training.losses import (
     LOSSES,
     build_loss,
     euler_angle_loss,

@@ -4,7 +4,7 @@ from torch import nn
 
 from edgefa.models.multitask import MULTITASK_BACKBONES, TASK_DIMS, MultiTaskRegressor
 from edgefa.models.registry import create_model, list_models
-from training.pcgrad import PCGrad
+from edgefa.training.pcgrad import PCGrad
 
 
 def test_multitask_models_are_registered():

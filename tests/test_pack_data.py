@@ -1,4 +1,4 @@
-"""training.pack_data: a compact copy of the training inputs that the readers load like the original."""
+"""edgefa.training.pack_data: a compact copy of the training inputs that the readers load like the original."""
 from __future__ import annotations
 
 import tarfile
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from edgefa.data.aflw_train import AFLWTrain
-from training.pack_data import main as pack_main
+from edgefa.training.pack_data import main as pack_main
 
 
 def _fake_shared(root, n=4):

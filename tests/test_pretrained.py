@@ -58,7 +58,7 @@ def test_missing_or_broken_weights_are_one_line(shipped, tmp_path, capsys):
 def test_publish_writes_weights_and_a_card_measured_on_the_file(tmp_path, monkeypatch, capsys):
     """A trained checkpoint -> shipped weights whose header and model card carry the accuracy of
     the written (fp16) file, then listed and loadable by name."""
-    from training.publish import main as publish_main
+    from edgefa.training.publish import main as publish_main
 
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path / "weights")
     run = tmp_path / "run"
@@ -72,7 +72,7 @@ def test_publish_writes_weights_and_a_card_measured_on_the_file(tmp_path, monkey
     nme = header["eval"]["nme"]["balanced_nme"]
     card = (tmp_path / "weights" / f"{NAME}.md").read_text()
     assert f"**{nme:.3f} %**" in card and "non-commercial" in card and "epochs=1" in card
-    assert f"python -m training.publish {run / 'best.pt'} --data synthetic:seed=2,n=8" in card
+    assert f"python -m edgefa.training.publish {run / 'best.pt'} --data synthetic:seed=2,n=8" in card
     assert main(["models", "--pretrained"]) == 0
     assert f"balanced NME {nme:.3f} %" in capsys.readouterr().out
     assert publish_main([str(tmp_path / "none.pt"), "--folder", str(tmp_path / "weights")]) == 2

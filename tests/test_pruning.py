@@ -34,7 +34,7 @@ def _checkpoint(tmp_path, name="mobilenetv3_small_100"):
 @pytest.mark.parametrize("name", ["mobilenetv2_100", "mobilenetv3_small_100", "mobilenetv3_large_100"])
 @pytest.mark.parametrize("ratio", [0.3, 0.5])
 def test_prune_removes_the_asked_fraction_of_macs(name, ratio):
-    from quantization.prune import prune_model
+    from edgefa.quantization.prune import prune_model
 
     model = create_model(name, input_size=SIZE).eval()
     macs = count_macs(model)
@@ -58,7 +58,7 @@ def test_prune_removes_the_asked_fraction_of_macs(name, ratio):
 
 
 def test_prune_round_to_one_keeps_exact_counts_and_bad_values_are_refused():
-    from quantization.prune import prune_model
+    from edgefa.quantization.prune import prune_model
 
     model = create_model("mobilenetv2_100", input_size=SIZE).eval()
     result = prune_model(model, 0.3, round_to=1)
@@ -70,9 +70,9 @@ def test_prune_round_to_one_keeps_exact_counts_and_bad_values_are_refused():
 
 
 def test_pruned_checkpoint_reloads_without_pickles_and_exports(tmp_path):
-    from converters.export import run_export
+    from edgefa.converters.export import run_export
     from edgefa.facemodel.synthetic import synthetic_face_model
-    from quantization.prune import prune_model
+    from edgefa.quantization.prune import prune_model
 
     _, model = _checkpoint(tmp_path)
     result = prune_model(model, 0.5)
@@ -91,7 +91,7 @@ def test_pruned_checkpoint_reloads_without_pickles_and_exports(tmp_path):
 
 
 def test_mobilevit_v1_attention_is_pruned_per_head():
-    from quantization.prune import prune_model
+    from edgefa.quantization.prune import prune_model
 
     model = create_model("mobilevit_xxs").eval()
     result = prune_model(model, 0.3)
@@ -104,7 +104,7 @@ def test_mobilevit_v1_attention_is_pruned_per_head():
 
 
 def test_mobilevit_v2_is_refused_with_the_reason():
-    from quantization.prune import prune_model
+    from edgefa.quantization.prune import prune_model
 
     with pytest.raises(EdgefaError, match="MobileViT v2"):
         prune_model(create_model("mobilevitv2_050").eval(), 0.3)
@@ -153,7 +153,7 @@ def test_prune_cli_missing_checkpoint(tmp_path, capsys):
 def test_families_dep_graph_cannot_prune_are_refused_in_one_line(name):
     from edgefa.errors import EdgefaError
     from edgefa.models.registry import create_model
-    from quantization.prune import prune_model
+    from edgefa.quantization.prune import prune_model
 
     with pytest.raises(EdgefaError, match="cannot prune"):
         prune_model(create_model(name), 0.3)

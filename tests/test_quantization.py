@@ -44,7 +44,7 @@ def qat_run(float_checkpoint, tmp_path_factory):
 
 
 def test_qat_checkpoints_like_training_and_reloads_from_tensors(qat_run):
-    from quantization.qat import QATRegressor
+    from edgefa.quantization.qat import QATRegressor
 
     for name in ("best.pt", "last.pt"):
         state = torch.load(qat_run / name, weights_only=True)  # no pickled GraphModule
@@ -73,9 +73,9 @@ def test_qat_checkpoints_like_training_and_reloads_from_tensors(qat_run):
 
 
 def test_qat_int8_files_pass_parity_and_track_the_float_model(qat_run, float_checkpoint, tmp_path):
-    from converters.export import load_crops, run_export
-    from converters.graph import ExportGraph
-    from converters.parity import compare, torch_outputs
+    from edgefa.converters.export import load_crops, run_export
+    from edgefa.converters.graph import ExportGraph
+    from edgefa.converters.parity import compare, torch_outputs
     from edgefa.runtime.artifact import load_runner
 
     rows, _ = run_export(str(qat_run / "best.pt"), "onnx,tflite", "int8", tmp_path, parity_n=8, **QUIET)
@@ -100,14 +100,14 @@ def test_qat_int8_files_pass_parity_and_track_the_float_model(qat_run, float_che
 
 
 def test_qat_model_refuses_float_precisions(qat_run, tmp_path):
-    from converters.export import run_export
+    from edgefa.converters.export import run_export
 
     rows, _ = run_export(str(qat_run / "best.pt"), "onnx", "fp32", tmp_path, parity_n=2, **QUIET)
     assert rows[0].status == "failed" and "QAT checkpoint exports as" in rows[0].reason
 
 
 def test_ptq_int8_artifacts_record_calibration(float_checkpoint, tmp_path):
-    from converters.export import run_export
+    from edgefa.converters.export import run_export
     from edgefa.runtime.artifact import load_runner
 
     rows, _ = run_export(str(float_checkpoint), "onnx,tflite", "int8", tmp_path, calib_n=10, parity_n=4, **QUIET)
@@ -134,7 +134,7 @@ def test_qat_cli_bad_input_is_one_line(float_checkpoint, tmp_path, capsys):
 
 
 def test_plain_quantizer_observes_the_output():
-    from quantization.qat import QATRegressor
+    from edgefa.quantization.qat import QATRegressor
 
     qat = QATRegressor(create_model("mobilenetv3_small_100", input_size=SIZE).eval(), {"float_output": False})
     out = next(n for n in qat.qat.graph.nodes if n.op == "output").all_input_nodes[0]
@@ -144,7 +144,7 @@ def test_plain_quantizer_observes_the_output():
 
 def test_compression_recipe_config_layers_and_checks_keys(float_checkpoint):
     from edgefa.errors import EdgefaError
-    from quantization.config import load_compression_config, stage_config
+    from edgefa.quantization.config import load_compression_config, stage_config
 
     cfg = load_compression_config("training/configs/compress-mobilenetv3-small.yaml", ["prune.ratio=0.5"],
                                   source=str(float_checkpoint),
@@ -166,7 +166,7 @@ def test_coreml_int8_records_that_it_is_weight_only(float_checkpoint, tmp_path):
     pytest.importorskip("coremltools")
     import coremltools as ct
 
-    from converters.export import run_export
+    from edgefa.converters.export import run_export
 
     rows, _ = run_export(str(float_checkpoint), "coreml", "int8", tmp_path, parity_n=2, **QUIET)
     assert rows[0].status in ("ok", "unverified"), rows[0].reason
@@ -176,7 +176,7 @@ def test_coreml_int8_records_that_it_is_weight_only(float_checkpoint, tmp_path):
 
 def test_qat_refuses_models_with_training_only_outputs():
     from edgefa.errors import EdgefaError
-    from quantization.qat import prepare_qat
+    from edgefa.quantization.qat import prepare_qat
 
     with pytest.raises(EdgefaError, match="QAT of 'query_decoder_mobilenetv3_small' is not supported"):
         prepare_qat(create_model("query_decoder_mobilenetv3_small"))

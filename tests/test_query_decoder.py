@@ -119,7 +119,7 @@ def test_mqinit_queries_come_from_the_memory():
 
 
 def test_euler_and_branch_terms(toy_face_model):
-    from training.objectives import loss_terms
+    from edgefa.training.objectives import loss_terms
 
     rng = np.random.default_rng(0)
     fm = toy_face_model

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-import benchmarks.reliability_cases as cases
+import edgefa.benchmarks.reliability_cases as cases
 from edgefa import fileio
 from edgefa.app.cli import main
 from edgefa.data.images import MAX_IMAGE_PIXELS, header_size, read_image
@@ -78,7 +78,7 @@ def test_md_json_pair_is_both_or_neither(tmp_path, monkeypatch):
 
 
 def test_report_set_leaves_nothing_on_full_disk(tmp_path, monkeypatch):
-    from benchmarks.report import write_report
+    from edgefa.benchmarks.report import write_report
 
     run = cases.bench_run(tmp_path / "run")
     written = write_report([str(run)], tmp_path / "a" / "rep")
@@ -138,7 +138,7 @@ def test_image_at_the_cap_still_reads(tmp_path):
 def test_worker_exits_when_its_parent_died_before_it_could_watch():
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    code = f"from benchmarks.worker import die_with_parent; die_with_parent({dead.pid}); print('survived')"
+    code = f"from edgefa.benchmarks.worker import die_with_parent; die_with_parent({dead.pid}); print('survived')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=cases.REPO,
                           env={**os.environ, "PYTHONPATH": str(cases.REPO)})
     assert proc.returncode == 1 and "survived" not in proc.stdout

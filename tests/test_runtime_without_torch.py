@@ -51,7 +51,7 @@ CHILD = textwrap.dedent("""
 def exported(tmp_path_factory):
     """A small seeded model exported to ONNX bare (numpy geometry in the runtime) and with in-graph
     post-processing; the model itself for the reference; synthetic crops."""
-    from converters.export import run_export
+    from edgefa.converters.export import run_export
     from edgefa.data.synthetic import SyntheticFaces
     from edgefa.facemodel.synthetic import synthetic_face_model
     from edgefa.models.checkpoint import save_checkpoint

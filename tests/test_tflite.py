@@ -11,9 +11,9 @@ from torch import nn
 
 pytest.importorskip("litert_torch")
 
-from converters import to_tflite
-from converters.graph import ExportGraph
-from converters.parity import compare, gate, torch_outputs
+from edgefa.converters import to_tflite
+from edgefa.converters.graph import ExportGraph
+from edgefa.converters.parity import compare, gate, torch_outputs
 from edgefa.errors import EdgefaError
 from edgefa.models.registry import FaceRegressor
 from edgefa.runtime import tflite as tflite_runtime

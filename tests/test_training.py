@@ -7,7 +7,7 @@ import torch
 from edgefa.app.cli import main
 from edgefa.errors import EdgefaError
 from edgefa.models.checkpoint import load_checkpoint
-from training.config import load_config
+from edgefa.training.config import load_config
 
 QUICK = "training/configs/synthetic-quick.yaml"
 
@@ -42,8 +42,8 @@ def test_bad_overrides(override, message):
 
 
 def test_checkpoint_config_names_the_shared_folder_so_another_machine_resolves_it(tmp_path, monkeypatch):
-    from quantization.config import load_compression_config
-    from training.config import portable_config
+    from edgefa.quantization.config import load_compression_config
+    from edgefa.training.config import portable_config
 
     specs = ['data.train=["aflw-train:{shared}/data/aflw-train,split=train", "synthetic:seed=0,n=4"]',
              "teacher=3ddfa-v2-mb05:{shared}/peers/3ddfa_v2_mb05/mb05_120x120.pth"]
@@ -89,7 +89,7 @@ def test_train_tiny_run_writes_checkpoints_and_resumes_exactly(tmp_path, capsys,
         assert any(not torch.equal(last["ema"][k], v) for k, v in last["state_dict"].items())
 
     # interrupt the same run after epoch 1 (Ctrl-C once last.pt is written), then resume it
-    import training.trainer as trainer
+    import edgefa.training.trainer as trainer
 
     real_save = trainer.save_checkpoint
 
@@ -117,7 +117,7 @@ def test_train_tiny_run_writes_checkpoints_and_resumes_exactly(tmp_path, capsys,
 def test_init_starts_a_second_stage_from_a_runs_or_a_published_weights_file(tmp_path, capsys):
     from edgefa.models.pretrained import read_weights, save_weights
     from edgefa.models.registry import create_model
-    from training.trainer import init_weights
+    from edgefa.training.trainer import init_weights
 
     assert main(_tiny(tmp_path, "epochs=1", f"output={tmp_path}/stage1")) == 0
     stage1 = load_checkpoint(tmp_path / "stage1" / "best.pt")
@@ -201,7 +201,7 @@ def test_every_recipe_loads_and_names_a_registered_model(recipe):
         load_pipeline_config(path)  # every key checked
         return
     if kind == "compression":  # model and data come from the source checkpoint; keys still checked
-        from quantization.config import load_compression_config
+        from edgefa.quantization.config import load_compression_config
 
         cfg = load_compression_config(path)
     else:
@@ -227,7 +227,7 @@ def test_distillation_from_the_peer_on_real_crops(tmp_path, capsys):
 
 
 def test_nan_loss_stops_with_batch_index_and_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
-    import training.trainer as trainer
+    import edgefa.training.trainer as trainer
 
     real_terms = trainer.loss_terms
     calls = {"n": 0}
@@ -247,7 +247,7 @@ def test_nan_loss_stops_with_batch_index_and_keeps_last_good_checkpoint(tmp_path
 
 
 def test_paper_step_schedule_and_cosine():
-    from training.schedule import lr_at
+    from edgefa.training.schedule import lr_at
 
     cfg = load_config("training/configs/multitask-mobilevit-s.yaml")
     assert lr_at(0, cfg) == pytest.approx(1e-5)  # 1e-5 -> 5e-4 over 5 epochs
@@ -261,7 +261,7 @@ def test_paper_step_schedule_and_cosine():
 
 
 def test_training_report_from_a_run(tmp_path):
-    from training.report import main as report_main
+    from edgefa.training.report import main as report_main
 
     listed = 'data.train=["synthetic:seed=0,n=16"]'  # quotes and brackets: the command must paste back
     assert main(_tiny(tmp_path, "epochs=1", listed)) == 0
@@ -273,7 +273,7 @@ def test_training_report_from_a_run(tmp_path):
     assert row["params"] > 1e6 and row["macs"] > 1e7 and row["train_command"].startswith("edgefa train --config")
     assert listed in shlex.split(row["train_command"])
     md = out.with_suffix(".md").read_text()
-    assert "| mobilenetv3_small_100 | synthetic-quick |" in md and "python -m training.report" in md
+    assert "| mobilenetv3_small_100 | synthetic-quick |" in md and "python -m edgefa.training.report" in md
 
     # a later report carries this row over (its run gone) and marks it; a re-evaluated run replaces it
     later = tmp_path / "rep" / "later"
@@ -290,7 +290,7 @@ def test_training_report_from_a_run(tmp_path):
 
 
 def test_training_report_bad_previous_is_one_line(tmp_path, capsys):
-    from training.report import main as report_main
+    from edgefa.training.report import main as report_main
 
     bad = tmp_path / "old.json"
     bad.write_text('{"rows": []}')
@@ -304,10 +304,10 @@ def test_training_report_prints_the_label_quality_a_labels_file_records(tmp_path
     import numpy as np
 
     from edgefa.data.labels import LABELS_FORMAT, save_labels
-    from training.report import main as report_main
+    from edgefa.training.report import main as report_main
 
     block = {"balanced_mean": 3.1, "bins": {"[0,30]": 2.3, "(30,60]": 3.1, "(60,90]": 4.1}}
-    meta = {"format": LABELS_FORMAT, "command": "python -m training.labels L --check",
+    meta = {"format": LABELS_FORMAT, "command": "python -m edgefa.training.labels L --check",
             "chosen": {"correspondence": "learned", "lambda": 100.0},
             "selection": {"method": "leave-one-point-out", "faces": 9,
                           "table": [{"correspondence": "learned", "lambda": 100.0, "loo_nme": 3.37}]},

@@ -1,7 +1,7 @@
 """Fit the box -> crop rules of ``edgefa.detect.crop`` on aflw-train, so a crop cut around a detected
 face (or around a first pass's landmarks) matches the crops the models were trained on.
 
-    python -m training.crop_rules --data ../shared/data/aflw-train --labels runs/labels/aflw-train.npz
+    python -m edgefa.training.crop_rules --data ../shared/data/aflw-train --labels runs/labels/aflw-train.npz
 
 - BlazeFace: each training crop is pasted at the centre of a black canvas twice its size (a face
   filling a photo's middle, as in a full image rather than a tight crop), the detector runs, and the
@@ -19,7 +19,7 @@ crops. A small grid (scale x dy) is scored by the second pass's NME against the 
 then re-crops from the landmarks) on the **val** split, photos simulated as above, scored against
 the refined labels, beside the same file on the training crops themselves:
 
-    python -m training.crop_rules --data ../shared/data/aflw-train --labels runs/labels/aflw-train.npz \
+    python -m edgefa.training.crop_rules --data ../shared/data/aflw-train --labels runs/labels/aflw-train.npz \
         --passes-model reports/models/mobilenetv3-small.onnx
 """
 from __future__ import annotations
@@ -141,7 +141,7 @@ def passes_on_val(model: str, data: str, labels: str, detector: str, max_passes:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="the aflw-train folder")
-    ap.add_argument("--labels", required=True, help="refined labels (python -m training.labels)")
+    ap.add_argument("--labels", required=True, help="refined labels (python -m edgefa.training.labels)")
     ap.add_argument("--detector", default="blazeface")
     ap.add_argument("--tune-model", help="fit the landmark rule to this model's predicted landmarks (train split)")
     ap.add_argument("--passes-model", help="also score 1-4 passes of this model file on the val split")

@@ -9,7 +9,7 @@ from tqdm import tqdm
 from edgefa.data.base import SAMPLE_KEYS, original_to_crop
 from edgefa.data.registry import create_dataset
 from edgefa.data.workers import single_thread_worker
-from training.augment import AugmentConfig, augment_sample
+from edgefa.training.augment import AugmentConfig, augment_sample
 
 
 class CachedDataset(Dataset):

@@ -1,4 +1,4 @@
-"""Refined 62-parameter labels for aflw-train (``python -m training.labels OUT.npz``).
+"""Refined 62-parameter labels for aflw-train (``python -m edgefa.training.labels OUT.npz``).
 
 For every crop and its mirror image:
 1. **prior**: the teacher's 68 points averaged over the crop and its flip, as 62 parameters
@@ -33,7 +33,7 @@ from edgefa.facemodel.base import FaceModel
 from edgefa.facemodel.geometry import dewhiten, landmarks, model_space_vertices, project_to_crop, split_params, whiten
 from edgefa.fileio import check_writable
 from edgefa.metrics import face_size
-from training.augment import FLIP_21, FLIP_68
+from edgefa.training.augment import FLIP_21, FLIP_68
 
 # AFLW point -> the 68 landmarks whose mean anchors it (brows, eye corners and centres, ears at the
 # top of the jaw line, nose wings and tip, mouth corners and centre, chin); offsets do the rest
@@ -240,7 +240,7 @@ def make_labels(out: str | Path, data: str, teacher_spec: str, check: str | None
     from edgefa.data.registry import create_dataset
     from edgefa.facemodel.bfm import load_bfm68
     from edgefa.paths import find_bfm68, unfill_shared
-    from training.distill import Teacher
+    from edgefa.training.distill import Teacher
 
     out = check_writable(out, "labels")
     start = time.perf_counter()
@@ -289,7 +289,7 @@ def make_labels(out: str | Path, data: str, teacher_spec: str, check: str | None
                                     "17 points both correspondences have",
                           "faces": int(len(sel)), "table": table},
             "offsets": corr.offsets.round(6).tolist(), "anchors": ANCHORS if corr.kind == "learned" else None,
-            "command": " ".join(["python", "-m", "training.labels", *sys.argv[1:]]),
+            "command": " ".join(["python", "-m", "edgefa.training.labels", *sys.argv[1:]]),
             "seconds": None}
     if check:
         _log(f"check (not used to choose anything): the same procedure on {check}")
@@ -302,7 +302,7 @@ def make_labels(out: str | Path, data: str, teacher_spec: str, check: str | None
 def main(argv: list[str] | None = None) -> int:
     from edgefa.paths import fill_shared
 
-    parser = argparse.ArgumentParser(prog="python -m training.labels", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edgefa.training.labels", description=__doc__.split("\n\n")[0])
     parser.add_argument("output", help="labels file to write (.npz)")
     parser.add_argument("--data", default="aflw-train", help="aflw-train spec (default: the shared copy)")
     parser.add_argument("--teacher", default="3ddfa-v2-mb05:{shared}/peers/3ddfa_v2_mb05/mb05_120x120.pth",
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgefaError as exc:
         if args.debug:
             raise
-        print(f"python -m training.labels: error: {exc}", file=sys.stderr)
+        print(f"python -m edgefa.training.labels: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: meta[k] for k in ("chosen", "crops", "seconds")} | ({"check": meta["check"]["nme"]} if "check" in meta else {})))
     return 0

@@ -1,7 +1,7 @@
 """Learn MediaPipe Face Mesh's 468 -> 68 point correspondence (and its pose canonical) on aflw-train,
 so ``edgefa eval --model mediapipe-face:FILE`` scores it on the 68-point protocol:
 
-    python -m training.mediapipe_correspondence --data ../shared/data/aflw-train \
+    python -m edgefa.training.mediapipe_correspondence --data ../shared/data/aflw-train \
         --labels runs/labels/aflw-train.npz -o edgefa/peers/mediapipe_68.json
 
 MediaPipe runs on every aflw-train crop at each candidate ``framing`` (side of the centred square
@@ -159,7 +159,7 @@ def compact_json(record: dict) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="the aflw-train folder")
-    ap.add_argument("--labels", required=True, help="refined labels (python -m training.labels)")
+    ap.add_argument("--labels", required=True, help="refined labels (python -m edgefa.training.labels)")
     ap.add_argument("--model", default=str(shared_root() / "peers" / "mediapipe_face" / "face_landmark.tflite"))
     ap.add_argument("-o", "--output", required=True, help="the mapping JSON to write")
     ap.add_argument("--framings", default=",".join(map(str, FRAMINGS)), help="candidate framings, comma-separated")
@@ -204,7 +204,7 @@ def main(argv=None):
           f"per-yaw combinations (used):\n{json.dumps(val_score, indent=1)}")
     atomic_write_bytes(args.output, compact_json({
         "format": MAPPING_FORMAT,
-        "made_by": "python -m training.mediapipe_correspondence --data ../shared/data/aflw-train "
+        "made_by": "python -m edgefa.training.mediapipe_correspondence --data ../shared/data/aflw-train "
                    "--labels runs/labels/aflw-train.npz -o edgefa/peers/mediapipe_68.json",
         "labels_sha256": hashlib.sha256(Path(args.labels).read_bytes()).hexdigest()[:16],
         "fitted_on": f"aflw-train train split ({int((~val).sum())} faces); scored on its val split ({int(val.sum())})",

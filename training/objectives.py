@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from edgefa.data.aflw_train import AFLW21_TO_68
 from edgefa.facemodel.base import FaceModel
 from edgefa.facemodel.geometry import euler_angles, landmarks, whiten
-from training.losses import (
+from edgefa.training.losses import (
     euler_angle_loss,
     masked_landmark_loss,
     vdc_loss,

@@ -3,8 +3,8 @@ reached by upload): aflw-train re-encoded as WebP, the bfm68 files and the 3DDFA
 in the shared layout, so ``EDGEFA_SHARED=PACK edgefa train --config training/configs/NAME.yaml``
 runs there unchanged.
 
-    python -m training.pack_data .pack            # 56 MB at quality 80 (the JPEG crops alone: 88 MB)
-    python -m training.pack_data .pack --archive  # also .pack.tgz: one file (54 MB), for uploads that
+    python -m edgefa.training.pack_data .pack            # 56 MB at quality 80 (the JPEG crops alone: 88 MB)
+    python -m edgefa.training.pack_data .pack --archive  # also .pack.tgz: one file (54 MB), for uploads that
                                                   # count files or disk blocks; tar xzf it there
 
 Why WebP: at quality 80 it is 0.53x the size of the shared q90 JPEGs with a smaller mean pixel

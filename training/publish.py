@@ -1,4 +1,4 @@
-"""Ship a trained checkpoint as pretrained weights (``python -m training.publish runs/NAME/best.pt``).
+"""Ship a trained checkpoint as pretrained weights (``python -m edgefa.training.publish runs/NAME/best.pt``).
 
 Writes ``edgefa/weights/MODEL.safetensors`` (tensors only, fp16 weights, the face model and a JSON
 header) and its model card ``MODEL.md``, with accuracy measured by loading the written file back
@@ -46,7 +46,7 @@ def publish(checkpoint: str | Path, data: str = "aflw2000-3d", folder: Path = WE
                            "seed": cfg.get("seed"), "git_commit": state.get("git_commit"),
                            "val": state.get("metrics", {}).get("balanced_mean", float("nan"))},
               "licence": LICENCE,
-              "published_with": f"python -m training.publish {checkpoint} --data {unfill_shared(data)}"
+              "published_with": f"python -m edgefa.training.publish {checkpoint} --data {unfill_shared(data)}"
                                 + (" --notes '...' (the paragraph below)" if notes else "")}
     from edgefa.data.registry import create_dataset
 
@@ -100,7 +100,7 @@ def model_card(header: dict, path: Path, notes: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.publish", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edgefa.training.publish", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a trained edgefa checkpoint (best.pt)")
     parser.add_argument("--data", default="aflw2000-3d", help="dataset the card's accuracy is measured on")
     parser.add_argument("--folder", default=str(WEIGHTS_DIR), help="where the weights go")
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgefaError as exc:
         if args.debug:
             raise
-        print(f"python -m training.publish: error: {exc}", file=sys.stderr)
+        print(f"python -m edgefa.training.publish: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"model": header["model"], "eval": header["eval"]["nme"]}))
     return 0

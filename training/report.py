@@ -1,6 +1,6 @@
 """Training report: each run's best model evaluated on AFLW2000-3D beside the peer.
 
-    python -m training.report runs/NAME [runs/NAME2 ...] --peer 3ddfa-v2-mb05:PATH \\
+    python -m edgefa.training.report runs/NAME [runs/NAME2 ...] --peer 3ddfa-v2-mb05:PATH \\
         --data aflw2000-3d:PATH -o reports/training
 
 Writes ``OUT.md`` and ``OUT.json``: params, MACs, NME per yaw bin, balanced and plain mean, pose
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _write(args, argv)
     except EdgefaError as exc:
-        print(f"training.report: error: {exc}", file=sys.stderr)
+        print(f"edgefa.training.report: error: {exc}", file=sys.stderr)
         return 2
 
 
@@ -187,7 +187,7 @@ def _write(args, argv) -> int:
     fresh = [run_row(run, dataset) for run in args.runs]
     rows += merge_rows(carried, fresh)
     facts = machine_facts()
-    command = "python -m training.report " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m edgefa.training.report " + " ".join(sys.argv[1:] if argv is None else argv)
     notes = args.notes.read_text().strip() + "\n\n" if args.notes else ""
     quality = [label_quality(path) for path in args.labels]
     markdown = notes + to_markdown(rows, facts, command, args.data)  # before writing: no half report

@@ -30,11 +30,11 @@ from edgefa.fileio import atomic_write_json, check_writable
 from edgefa.models.checkpoint import load_checkpoint, save_checkpoint
 from edgefa.models.registry import create_model
 from edgefa.predictor import TorchPredictor, to_model_input
-from training.config import load_config, portable_config
-from training.data import CachedDataset, build_train_set
-from training.objectives import loss_terms, weighted
-from training.pcgrad import PCGrad
-from training.schedule import lr_at
+from edgefa.training.config import load_config, portable_config
+from edgefa.training.data import CachedDataset, build_train_set
+from edgefa.training.objectives import loss_terms, weighted
+from edgefa.training.pcgrad import PCGrad
+from edgefa.training.schedule import lr_at
 
 
 def resolve_face_model(name: str):
@@ -209,7 +209,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     state = _restore(resume, model, optimizer, cfg) if resume else None
     teacher = None
     if cfg["teacher"]:
-        from training.distill import Teacher
+        from edgefa.training.distill import Teacher
 
         teacher = Teacher(cfg["teacher"], fm, device)
     show = progress and main_rank

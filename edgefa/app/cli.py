@@ -24,7 +24,7 @@ def _cmd_eval(args) -> int:
     if format_of_path(args.model) is None and not args.model.startswith("mediapipe-face"):  # a PyTorch model
         import torch
 
-        from quantization import qat  # noqa: F401  (registers the rebuild of QAT checkpoints, so eval loads them)
+        from edgefa.quantization import qat  # noqa: F401  (registers the rebuild of QAT checkpoints, so eval loads them)
 
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -90,13 +90,13 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from training.trainer import train_from_cli
+    from edgefa.training.trainer import train_from_cli
 
     return train_from_cli(args.config, args.overrides, resume=args.resume, quiet=args.quiet)
 
 
 def _cmd_export(args) -> int:
-    from converters.export import format_rows, run_export
+    from edgefa.converters.export import format_rows, run_export
 
     rows, summary = run_export(args.model, args.formats, args.precision, args.output, calib_data=args.calib_data,
                       calib_n=args.calib_n, parity_data=args.parity_data, parity_n=args.parity_n,
@@ -108,7 +108,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from benchmarks.bench import run_bench
+    from edgefa.benchmarks.bench import run_bench
 
     record, code = run_bench(args.inputs, args.output, runtimes=args.runtimes, threads=args.threads,
                              warmup=args.warmup, runs=args.runs, min_time=args.min_time, batch=args.batch,
@@ -121,7 +121,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from benchmarks.report import write_report
+    from edgefa.benchmarks.report import write_report
 
     for path in write_report(args.runs, args.output, title=args.title, notes=args.notes,
                              command="edgefa " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["report"] else ""):

@@ -33,8 +33,8 @@ def _taylor_loss(cfg: dict, face_model, n: int):
 
     from edgefa.data.registry import create_dataset
     from edgefa.predictor import to_model_input
-    from training.data import TrainSet
-    from training.objectives import loss_terms, weighted
+    from edgefa.training.data import TrainSet
+    from edgefa.training.objectives import loss_terms, weighted
 
     spec = cfg["data"]["train"]
     spec = spec[0] if isinstance(spec, list) else spec
@@ -60,9 +60,9 @@ def prune_checkpoint(source: str | Path, cfg: dict, run_dir: str | Path, progres
     """Prune ``source`` by ``cfg['prune']`` (MACs ratio), save ``pruned.pt``, then fine-tune for
     ``cfg['finetune']['epochs']`` distilled from ``source``. Returns the checkpoint to use next."""
     from edgefa.models.checkpoint import save_checkpoint
-    from quantization.config import stage_config
-    from quantization.prune import check_method, check_ratio, check_round_to, prune_model
-    from training.trainer import train
+    from edgefa.quantization.config import stage_config
+    from edgefa.quantization.prune import check_method, check_ratio, check_round_to, prune_model
+    from edgefa.training.trainer import train
 
     run_dir = Path(run_dir)
     check_writable(run_dir / "pruned.pt", "run")
@@ -97,9 +97,9 @@ def qat_checkpoint(source: str | Path, cfg: dict, output: str | Path, progress: 
                    resume: str | None = None) -> Path:
     """QAT of ``source`` (float, possibly pruned) for ``cfg['qat']['epochs']``, distilled from it;
     best.pt / last.pt in ``output`` like training's. Returns ``output/best.pt``."""
-    from quantization.config import stage_config
-    from quantization.qat import prepare_qat, stage_hook
-    from training.trainer import train
+    from edgefa.quantization.config import stage_config
+    from edgefa.quantization.qat import prepare_qat, stage_hook
+    from edgefa.training.trainer import train
 
     q = cfg["qat"]
     for key in ("epochs", "freeze_bn_after", "freeze_observers_after"):
@@ -129,7 +129,7 @@ def export_checkpoint(checkpoint: str | Path, cfg: dict, out_dir: str | Path) ->
     """int8 files of a QAT checkpoint (its learned scales; no calibration) or a float one (PTQ)."""
     from dataclasses import asdict
 
-    from converters.export import run_export
+    from edgefa.converters.export import run_export
 
     e = cfg["export"]
     rows, _ = run_export(str(checkpoint), e["formats"], "int8", out_dir, calib_data=e["calib_data"],
@@ -139,7 +139,7 @@ def export_checkpoint(checkpoint: str | Path, cfg: dict, out_dir: str | Path) ->
 
 
 def run_compression(cfg: dict, run_dir: str | Path, progress: bool = True) -> Path:
-    """prune -> fine-tune -> QAT -> int8 export, per ``cfg`` (``quantization.config``); the
+    """prune -> fine-tune -> QAT -> int8 export, per ``cfg`` (``edgefa.quantization.config``); the
     QAT checkpoint's path is returned, the exported files are in ``run_dir/export``.
     ``prune.ratio: 0`` or ``null`` skips pruning (QAT of the source as is)."""
     run_dir = Path(run_dir)
@@ -171,8 +171,8 @@ def _source_state(checkpoint: str | Path) -> dict:
 def prune_from_cli(checkpoint: str, ratio: float, method: str, finetune_epochs: int, output: str,
                    config: str | None = None, overrides: list[str] = (), quiet: bool = False,
                    round_to: int | None = None) -> int:
-    from quantization.config import load_compression_config
-    from quantization.prune import check_method, check_ratio, check_round_to
+    from edgefa.quantization.config import load_compression_config
+    from edgefa.quantization.prune import check_method, check_ratio, check_round_to
 
     check_ratio(ratio), check_method(method)
     if round_to is not None:
@@ -194,7 +194,7 @@ def prune_from_cli(checkpoint: str, ratio: float, method: str, finetune_epochs: 
 
 def qat_from_cli(checkpoint: str, config: str, overrides: list[str] = (), output: str | None = None,
                  resume: str | None = None, quiet: bool = False) -> int:
-    from quantization.config import load_compression_config
+    from edgefa.quantization.config import load_compression_config
 
     state = _source_state(checkpoint)
     cfg = load_compression_config(config, overrides, source=checkpoint, source_config=state.get("config"))
@@ -207,7 +207,7 @@ def compress(config: str | Path, overrides: list[str] = (), source: str | None =
              run_dir: str | Path | None = None, progress: bool = True) -> Path:
     """``run_compression`` from a recipe file: the source checkpoint (``source`` or the recipe's
     ``source:``) supplies the unset training keys; ``run_dir`` defaults to the recipe's output."""
-    from quantization.config import load_compression_config
+    from edgefa.quantization.config import load_compression_config
 
     cfg = load_compression_config(config, overrides, source=source)
     if not cfg.get("source"):
@@ -224,7 +224,7 @@ def run_stage(stage: str, checkpoint: str | Path, stage_cfg: dict, out_dir: str 
     - ``prune``: ``{ratio, method, finetune_epochs}`` -> ``out_dir/pruned.pt`` (+ ``finetune/best.pt``);
     - ``qat``: ``{config, overrides}``, a QAT recipe (default ``training/configs/qat.yaml``) -> ``out_dir/best.pt``.
     Unset training keys come from the checkpoint's own config, as for ``edgefa prune`` / ``edgefa qat``."""
-    from quantization.config import load_compression_config
+    from edgefa.quantization.config import load_compression_config
 
     state = _source_state(checkpoint)
     if stage == "prune":
@@ -233,7 +233,7 @@ def run_stage(stage: str, checkpoint: str | Path, stage_cfg: dict, out_dir: str 
         cfg = load_compression_config(None, overrides, source=str(checkpoint), source_config=state.get("config"))
         return prune_checkpoint(checkpoint, cfg, out_dir, progress)
     if stage == "qat":
-        from training.config import CONFIG_DIR
+        from edgefa.training.config import CONFIG_DIR
 
         recipe = stage_cfg.get("config") or CONFIG_DIR / "qat.yaml"
         cfg = load_compression_config(recipe, [f"seed={seed}", *stage_cfg.get("overrides", [])], source=str(checkpoint),

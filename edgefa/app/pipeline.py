@@ -14,12 +14,12 @@ import shutil
 import time
 from pathlib import Path
 
-from converters.export import check_name
 from edgefa import __version__
+from edgefa.converters.export import check_name
 from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_json, check_writable
 from edgefa.paths import fill_shared
-from training.config import CONFIG_DIR
+from edgefa.training.config import CONFIG_DIR
 
 DEFAULTS = {
     "name": "pipeline",
@@ -38,7 +38,7 @@ STAGES = ("train", "prune", "qat", "export", "bench", "report")
 
 
 def load_pipeline_config(path: str | Path, overrides: list[str] = ()) -> dict:
-    from training.config import merge_checked, parse_overrides, read_yaml_mapping
+    from edgefa.training.config import merge_checked, parse_overrides, read_yaml_mapping
 
     cfg = copy.deepcopy(DEFAULTS)
     merge_checked(cfg, read_yaml_mapping(path), str(path), defaults=DEFAULTS)
@@ -137,8 +137,8 @@ class Pipeline:
         overrides = [f"seed={self.cfg['seed']}", f"output={run_dir}", *cfg["overrides"]]
 
         def run():
-            from training.config import load_config
-            from training.trainer import train
+            from edgefa.training.config import load_config
+            from edgefa.training.trainer import train
 
             tcfg = load_config(recipe, overrides)
             last = run_dir / "last.pt"
@@ -196,7 +196,7 @@ class Pipeline:
         return jobs
 
     def export(self, checkpoint: str, float_checkpoint: str | None = None) -> str:
-        from converters.export import format_rows, run_export
+        from edgefa.converters.export import format_rows, run_export
 
         cfg = self.cfg["export"]
         folder = self.out / "export"
@@ -218,7 +218,7 @@ class Pipeline:
 
     def bench(self, checkpoint: str, files: list[str]) -> str:
         """The files this export made (not whatever else an earlier configuration left in the folder)."""
-        from benchmarks.bench import run_bench
+        from edgefa.benchmarks.bench import run_bench
 
         cfg = self.cfg["bench"]
         out = self.out / "bench"
@@ -232,7 +232,7 @@ class Pipeline:
                           lambda r: [str(Path(r["folder"]) / "bench.json")])["folder"]
 
     def report(self, bench_dir: str) -> str:
-        from benchmarks.report import write_report
+        from edgefa.benchmarks.report import write_report
 
         target = self.out / "report" / self.cfg["name"]
 

@@ -25,7 +25,7 @@ def is_val(index: np.ndarray) -> np.ndarray:
 class AFLWTrain:
     """``root`` holds crops/, train.list, pts21.npy, roi_box.npy and yaws.npy.
 
-    ``pose`` carries the yaw, pitch/roll NaN. With ``labels=FILE`` (``python -m training.labels``)
+    ``pose`` carries the yaw, pitch/roll NaN. With ``labels=FILE`` (``python -m edgefa.training.labels``)
     each sample also has refined 62 params and 68 points, for the crop and for its mirror. Those 68
     points are fitted labels, not ground truth: an evaluation on such a spec scores against them, so
     validate on the plain spec (its AFLW-21 points). ``yaws.npy`` is signed, in the Pose_Para convention

@@ -1,4 +1,4 @@
-"""Refined-labels files for aflw-train (made by ``python -m training.labels``): one ``.npz``
+"""Refined-labels files for aflw-train (made by ``python -m edgefa.training.labels``): one ``.npz``
 (no pickles) holding, for each crop name, 62 raw params, their 68 points (crop pixels) and
 yaw/pitch/roll, for the crop and for its horizontal mirror, plus how it was made (``meta``)."""
 from __future__ import annotations
@@ -37,7 +37,7 @@ def read_labels(path: str | Path, names: list[str]) -> dict:
     """The labels of ``names`` from a labels file (arrays indexed like ``names``); one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise EdgefaError(f"{path}: labels file not found (make one with python -m training.labels)")
+        raise EdgefaError(f"{path}: labels file not found (make one with python -m edgefa.training.labels)")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in ("names", "params", "pts68", "pose", "meta")}

@@ -3,7 +3,7 @@ the landmarks a first pass predicted (second pass, which makes the detector's bi
 
 A rule moves the box centre by (dx, dy) box sizes and cuts a square of ``scale`` box sizes, the box
 size being max(width, height). The constants are fitted on aflw-train (never on AFLW2000-3D) so
-that the crops match the ones the models were trained on: ``python -m training.crop_rules``.
+that the crops match the ones the models were trained on: ``python -m edgefa.training.crop_rules``.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def landmark_box(points) -> np.ndarray:
 # 3DDFA-V2's parse_roi_box_from_landmark, for reference: centred, sqrt(2) x the longer side
 LANDMARKS_3DDFA_V2 = CropRule(0.0, 0.0, math.sqrt(2))
 
-# python -m training.crop_rules --data ../shared/data/aflw-train --labels runs/labels/aflw-train.npz
+# python -m edgefa.training.crop_rules --data ../shared/data/aflw-train --labels runs/labels/aflw-train.npz
 # (17,472 train crops, refined labels; BlazeFace found 17,221 of them): medians, MAD in brackets
 FROM_BLAZEFACE = CropRule(dx=-0.0092, dy=0.0461, scale=1.4201)  # MAD 0.029, 0.030, 0.098
 FROM_LANDMARKS_ON_LABELS = CropRule(dx=-0.0006, dy=-0.0008, scale=1.436)  # MAD 0.025, 0.015, 0.053: ~3DDFA-V2's

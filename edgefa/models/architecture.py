@@ -10,7 +10,7 @@ plain ints / floats / strings:
 - ``qat``: how the fake-quant graph was prepared; its float weights and observer / fake-quant
   tensors are the state_dict of that graph, and rebuilding re-runs the same ``prepare`` on the
   rebuilt float model before loading them. That step needs the QAT toolchain, which sits a layer
-  above the models: ``quantization.qat`` registers it here (``register_rebuild_hook``) on import.
+  above the models: ``edgefa.quantization.qat`` registers it here (``register_rebuild_hook``) on import.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from edgefa.errors import EdgefaError
 from edgefa.models.registry import create_model
 
 # compression kind -> fn(float model, recorded settings) -> the prepared model; set by the layers
-# that own each kind (quantization.qat registers "qat")
+# that own each kind (edgefa.quantization.qat registers "qat")
 _REBUILD_HOOKS: dict = {}
 
 
@@ -103,7 +103,7 @@ def rebuild_model(state: dict, path: str = "checkpoint"):
         model.compression_record = {"pruning": record["pruning"]}
     if "qat" in record:
         if "qat" not in _REBUILD_HOOKS:
-            raise EdgefaError(f"{path}: a quantization-aware-trained checkpoint; import quantization.qat "
+            raise EdgefaError(f"{path}: a quantization-aware-trained checkpoint; import edgefa.quantization.qat "
                               "first (it rebuilds the fake-quant graph), or use its exported files")
         model = _REBUILD_HOOKS["qat"](model, record["qat"])
     try:

@@ -6,7 +6,7 @@ It gets the same uint8 BGR 120x120 protocol crops every edgefa model gets. Media
 crops differently: it takes BlazeFace's box (or the previous frame's landmark box), enlarges it 1.5x,
 squares and rotates it upright, and resizes that to 192x192 RGB in [0, 1]. Here a centred square of
 ``framing`` times the crop's side is resized to 192x192 (chosen on aflw-train by ``python -m
-training.mediapipe_correspondence`` among 0.8-1.45 and stored with the mapping: 1.15, i.e. the crop
+edgefa.training.mediapipe_correspondence`` among 0.8-1.45 and stored with the mapping: 1.15, i.e. the crop
 padded by repeating its edge pixels, as the protocol crop frames the face tighter than MediaPipe's
 1.5x box); no rotation is applied, as for every edgefa model.
 

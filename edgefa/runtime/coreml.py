@@ -65,7 +65,7 @@ class CoreMLRunner:
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         if not self.runs_here:
             raise EdgefaError(f"{self.path}: CoreML runs only on macOS (Core ML framework); "
-                              "on this machine only the spec can be checked (converters.to_coreml.validate)")
+                              "on this machine only the spec can be checked (edgefa.converters.to_coreml.validate)")
         x = np.asarray(x, dtype=np.float32)  # a uint8 crop for a post-processing file: same values
         outs = [self.model.predict({self.input_name: x[i:i + 1]}) for i in range(len(x))]
         return {n: np.concatenate([np.asarray(o[n], np.float32) for o in outs]) for n in self.output_names}

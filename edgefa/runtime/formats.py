@@ -1,7 +1,7 @@
 """THE table of export formats, shared by ``edgefa export``, ``edgefa bench`` and the tests.
 
 Each row names the module that runs that format (``edgefa.runtime.*``: needs only the runtime) and
-the one that writes it (``converters.to_*``: the export layer, loaded by ``converters.export``);
+the one that writes it (``edgefa.converters.to_*``: the export layer, loaded by ``edgefa.converters.export``);
 requests are checked against the table before any work (unknown format or precision -> one line
 with the closest valid name). It also names the outputs a file has: the contract between an
 exported file and whatever runs it.
@@ -80,14 +80,14 @@ INPUT_NAME = "input"  # every edgefa file's input
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
     ExportFormat("onnx", ".onnx", ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime", "onnx",
                  ("onnx", "onnxruntime", "onnxslim"), ("Linux", "Darwin", "Windows"),
-                 "edgefa.runtime.onnx", "converters.to_onnx"),
+                 "edgefa.runtime.onnx", "edgefa.converters.to_onnx"),
     ExportFormat("tflite", ".tflite", ("fp32", "fp16", "int8"), "ai-edge-litert (XNNPACK)", "litert", "tflite",
                  ("litert_torch",), ("Linux", "Darwin"),
-                 "edgefa.runtime.tflite", "converters.to_tflite"),
+                 "edgefa.runtime.tflite", "edgefa.converters.to_tflite"),
     ExportFormat("coreml", ".mlpackage", ("fp32", "fp16", "int8", "palette6", "palette4", "sparse50"),
                  "coremltools (macOS only)",
                  "coreml", "coreml", ("coremltools",), ("Darwin",),
-                 "edgefa.runtime.coreml", "converters.to_coreml"),
+                 "edgefa.runtime.coreml", "edgefa.converters.to_coreml"),
 ]}
 
 
