@@ -243,8 +243,9 @@ def run_target(target: Target, job: dict, timeout: float, bar, job_dir: str | Pa
 def run_bench(inputs: list[str], out: str | Path, runtimes="torch,onnxruntime,litert,coreml", threads="1",
               warmup: int = 10, runs: int | None = None, min_time: float = 2.0, batch: int = 1,
               data: str | None = None, peers: bool = False, timeout: float = 1800.0, progress: bool = True,
-              command: str = "") -> tuple[dict, int]:
-    """Run the matrix; returns the run record (also written to OUT/bench.json) and the exit code."""
+              command: str = "", stage: str = "") -> tuple[dict, int]:
+    """Run the matrix; returns the run record (also written to OUT/bench.json) and the exit code.
+    ``command`` is what a reader pastes to redo it; ``stage`` names the pipeline stage that ran it."""
     runtime_names, thread_counts = check_request(runtimes, threads, warmup, runs, min_time, batch)
     out = Path(out)
     check_writable(out / "bench.json", "-o")
@@ -280,7 +281,7 @@ def run_bench(inputs: list[str], out: str | Path, runtimes="torch,onnxruntime,li
             accuracy = t.kind != "foreign-tflite" or (t.peer and t.note == MEDIAPIPE_NOTE)
             run_target(t, {**job, "overlay": str(overlay), "accuracy": accuracy}, timeout, bar,
                        job_dir=out)
-    record = {"command": command, "machine": machine_facts(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    record = {"command": command, **({"stage": stage} if stage else {}), "machine": machine_facts(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "seconds": round(time.perf_counter() - start, 1),
               "settings": {"runtimes": runtime_names, "threads": thread_counts, "warmup": warmup, "runs": runs,
                            "min_time": min_time, "batch": batch, "data": data, "data_error": data_error,

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgefa.benchmarks.machine import machine_line, script_command, versions  # noqa: E402
-from edgefa.converters.export import STATUS_MARK, run_export  # noqa: E402
+from edgefa.converters.export import run_export  # noqa: E402
 from edgefa.fileio import write_md_json  # noqa: E402
 from edgefa.paths import shared_root  # noqa: E402
 
@@ -71,7 +71,7 @@ def to_markdown(report: dict) -> str:
              "Parity columns compare the file, run in its own runtime, with PyTorch on the same crops: "
              "whitened-parameter max-abs-diff, landmark shift (max, pixels of the 120 px crop) and mean "
              "shift in NME points. Gates (converters/parity.py): fp32 1e-3 NME points and 0.01 px max, "
-             "fp16 0.05, int8 2.0. ☑️ = converted and spec-validated, execution needs macOS (CoreML on Linux).",
+             "fp16 0.05, int8 2.0. unverified = converted and spec-validated, execution needs macOS (CoreML on Linux).",
              "", "| model | weights | format | precision | size MB | params Δmax | lm px Δmax | NME pts Δ | status |",
              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for entry in report["models"]:
@@ -82,7 +82,7 @@ def to_markdown(report: dict) -> str:
             lines.append(f"| {entry['model']} | {'trained' if entry['trained'] else 'untrained'} | {r['format']} | "
                          f"{r['precision']} | {r['size_mb']:.2f} | {cell('params_max_abs', '.1e')} | "
                          f"{cell('landmark_px_max', '.4f')} | {cell('nme_points_mean', '.4f')} | "
-                         f"{STATUS_MARK[r['status']]} {reason} |")
+                         f"{r['status']}{': ' + reason if reason else ''} |")
     return "\n".join(lines) + "\n"
 
 

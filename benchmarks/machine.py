@@ -5,6 +5,8 @@ import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
+from edgefa.paths import shell_command
+
 # every package whose version can change a latency or accuracy number
 PACKAGES = ("edgefa", "torch", "timm", "numpy", "onnx", "onnxruntime", "onnxslim", "nncf", "litert-torch",
             "ai-edge-litert", "tflite-runtime", "coremltools", "torchao", "torch-pruning")
@@ -59,4 +61,4 @@ def script_command(argv: list[str] | None) -> str:
     import sys
     from pathlib import Path
 
-    return "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])])
+    return shell_command(["python", Path(sys.argv[0]).resolve().as_posix(), *(argv if argv is not None else sys.argv[1:])])

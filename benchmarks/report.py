@@ -14,7 +14,8 @@ import numpy as np
 
 from edgefa.benchmarks import plots
 from edgefa.benchmarks.bench import slug
-from edgefa.benchmarks.tables import bench_markdown, display_name, flat_rows, settings_lines, table_cells
+from edgefa.benchmarks.cards import model_cards
+from edgefa.benchmarks.tables import bench_markdown, command_line, display_name, flat_rows, settings_lines, table_cells
 from edgefa.errors import EdgefaError
 from edgefa.fileio import check_writable, json_bytes, with_ext, write_file_set
 from edgefa.metrics import BIN_NAMES
@@ -74,16 +75,19 @@ def figures(runs: list[dict], rows_by_run: list[tuple[str, list[dict]]]) -> dict
         for t, r in zip(record["targets"], rows):
             picked.pop(r["label"], None)  # re-insert: the newest run's row, in its run's order
             picked[r["label"]] = (record, t, r)
-    curves, overlays = [], []
+    curves, overlay_paths = [], {}
     for record, t, r in picked.values():
         acc = t.get("accuracy") or {}
         block = acc.get("nme") if acc.get("status") == "ok" else None
         if block and "ced" in block:
-            curves.append((r["label"], block["ced"]))
+            curves.append((r, block["ced"]))
         path = Path(record["dir"]) / "overlays" / f"{slug(t['name'])}.npz"
-        if r.get("nme_mean") is not None and path.is_file() and len(overlays) < MAX_OVERLAY_ROWS:
-            with np.load(path, allow_pickle=False) as z:  # arrays only: never unpickle
-                overlays.append((r["label"], {k: z[k] for k in z.files}))
+        if r.get("nme_mean") is not None and path.is_file():
+            overlay_paths[id(r)] = (r, path)
+    overlays = []  # as the CED picks: every file when they fit, else the best of each family, peers always
+    for r in plots.ced_selection([r for r, _ in overlay_paths.values()], MAX_OVERLAY_ROWS):
+        with np.load(overlay_paths[id(r)][1], allow_pickle=False) as z:  # arrays only: never unpickle
+            overlays.append((r["label"], {k: z[k] for k in z.files}))
     rows = [r for _, _, r in picked.values()]
     figs = {"ced": plots.ced_plot(curves), "pareto": plots.pareto_plot(rows, f"p50_{threads[0]}t"),
             "bins": plots.bins_plot(rows), "overlays": plots.overlay_sheet(overlays)}
@@ -129,7 +133,7 @@ def markdown(title: str, runs: list[dict], figs: dict[str, str], deltas: list[tu
              preface: list[str]) -> str:
     lines = [f"# {title}", "", *preface]
     for i, rec in enumerate(runs):
-        body = bench_markdown(rec).split("\n", 2)[2]  # drop bench.md's own title
+        body = bench_markdown(rec, with_command=False).split("\n", 2)[2]  # title and command are in the preface
         lines += ([f"## Run {i + 1}: `{rec['dir']}`", ""] if len(runs) > 1 else []) + [body]
     lines += [COLUMNS_NOTE, ""]
     for name, d in deltas:
@@ -138,13 +142,6 @@ def markdown(title: str, runs: list[dict], figs: dict[str, str], deltas: list[tu
         if key in figs:
             lines += [f"![{caption}]({figs[key]})", ""]
     return "\n".join(lines)
-
-
-def _status(r: dict) -> tuple[str, str]:
-    """Status as words (and a CSS class): the table's emoji need an emoji font to show at all."""
-    note = "spec loaded; latency and accuracy need macOS" if r["status"] == "needs macOS" else (
-        r["note"] if r["status"] != "ok" else "")
-    return f"{r['status']}{': ' + note if note else ''}", r["status"].replace(" ", "-").lower()
 
 
 def html_page(title: str, runs: list[dict], rows_by_run, pngs: dict[str, bytes], deltas, preface: list[str]) -> str:
@@ -161,30 +158,34 @@ def html_page(title: str, runs: list[dict], rows_by_run, pngs: dict[str, bytes],
                 + [f"FPS {threads[0]}t", "mem MB"] + list(BIN_NAMES) + ["mean", "plain", "pose MAE", "p50/mb05", "status"])
         body = []
         for r in rows:
-            text, css = _status(r)
-            body.append({"cells": [c.replace("**", "") for c in table_cells(r, threads)[:-1]], "status": text,
-                         "status_class": css})
-        tables.append({"dir": rec["dir"], "settings": [ln.rstrip(" ") for ln in settings_lines(rec)], "head": head,
-                       "rows": body})
+            *cells, status = table_cells(r, threads)
+            body.append({"cells": [c.replace("**", "") for c in cells], "status": status,
+                         "status_class": r["status"].replace(" ", "-").lower()})
+        tables.append({"dir": rec["dir"], "settings": [ln.rstrip(" ") for ln in settings_lines(rec, False)],
+                       "head": head, "rows": body})
     captions = dict(FIGURE_CAPTIONS)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     return env.get_template("report.html.j2").render(
         title=title, preface_html=md.render("\n".join(preface)), runs=tables, columns_html=md.render(COLUMNS_NOTE),
-        comparisons=[(name, "\n".join(comparison_markdown(name, d)[2:])) for name, d in deltas if d],
+        comparisons=[(name, md.render("\n".join(comparison_markdown(name, d)[2:]))) for name, d in deltas if d],
         figures=[(captions.get(key, key), base64.b64encode(png).decode()) for key, png in pngs.items()])
 
 
 def write_report(run_dirs: list[str], output: str | Path, title: str | None = None, notes: str | None = None,
-                 command: str = "") -> list[Path]:
+                 command: str = "", stage: str = "", cards: str | Path | None = None) -> list[Path]:
     """Write OUTPUT.md/.csv/.json/.html (+ OUTPUT-*.png); returns the paths written. ``notes``: a
-    Markdown file whose text goes under the title (context the runs cannot know)."""
+    Markdown file whose text goes under the title (context the runs cannot know). ``command`` is
+    what a reader pastes to redo the report; ``stage`` names the pipeline stage that wrote it.
+    ``cards``: a folder for one model card per trained edgefa model (``benchmarks/cards.py``)."""
     out = Path(output)
     out = out.with_suffix("") if out.suffix in (".md", ".html", ".json", ".csv") else out
     check_writable(with_ext(out, ".md"), "-o")
+    if cards:
+        check_writable(Path(cards) / "card.md", "--cards")
     runs = [load_run(d) for d in run_dirs]
-    preface = ([f"Report: `{command}`  "] if command else [])
-    preface += [f"Bench: `{rec.get('command') or '?'}`  " for rec in runs] + [""]  # the exact commands first
+    preface = [command_line({"command": command, "stage": stage}, "Report")] if command else []
+    preface += [command_line(rec, "Bench") for rec in runs] + [""]  # the exact commands first, pasteable
     if notes:
         if not Path(notes).is_file():
             raise EdgefaError(f"--notes {notes}: file not found")
@@ -207,5 +208,7 @@ def write_report(run_dirs: list[str], output: str | Path, title: str | None = No
     files[with_ext(out, ".csv")] = write_csv(rows_by_run)
     files[with_ext(out, ".html")] = html_page(title, runs, rows_by_run, pngs, deltas, preface).encode()
     files[with_ext(out, ".json")] = json_bytes(record)
+    for rec in runs if cards else []:  # a model benched in several runs: the newest run's card
+        files.update(model_cards(rec, cards, source=f"{rec['dir']}/bench.json"))
     # all or nothing: a full disk used to leave the PNGs, .md and .csv without the .html and .json
     return write_file_set(files)

@@ -116,7 +116,7 @@ def markdown(rows: list[dict], notes: str, command: str, data: str) -> str:
              "ORT p50 1t (ms) | LiteRT p50 1t (ms) | parity ONNX / TFLite (px) | epochs | train time |",
              "|" + "---|" * 14]
     for r in rows:
-        parity = " / ".join(f"{'✅' if e['status'] == 'ok' else '❌'} {_f(e['lm_px_max'], '.1e')}" for e in r["export"])
+        parity = " / ".join(f"{e['status']} {_f(e['lm_px_max'], '.1e')}" for e in r["export"])
         lines.append(f"| {r['model']} | ours ({r['run']}) | {_f(r['params_m'], '.2f')} | {_f(r['gmacs'], '.3f')} | "
                      + " | ".join(_f(b) for b in r["bins"]) + f" | **{_f(r['nme_mean'])}** | {_f(r['pose_mae'], '.2f')} | "
                      f"{_f(r['ort_p50_1t'], '.2f')} | {_f(r['litert_p50_1t'], '.2f')} | {parity} | "

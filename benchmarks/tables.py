@@ -72,10 +72,17 @@ def _peer_ratio(rows: list[dict], threads: int) -> None:
         r["vs_peer"] = r[key] / ref if ref and r.get(key) else None
 
 
-def settings_lines(record: dict) -> list[str]:
+def command_line(record: dict, what: str = "Command") -> str:
+    """``Command: `...` `` with only the pasteable command inside the code span; a pipeline's stage
+    is said outside it."""
+    stage = f" (its {record['stage']} stage)" if record.get("stage") else ""
+    return f"{what}: `{record.get('command') or '?'}`{stage}  "
+
+
+def settings_lines(record: dict, with_command: bool = True) -> list[str]:
     s = record["settings"]
     timing = f"{s['runs']} runs" if s.get("runs") else f"at least {s['min_time']} s"
-    lines = [f"Command: `{record.get('command') or '?'}`  ",
+    lines = [command_line(record)] * with_command + [
              f"Machine: {machine_line(record['machine'])}  ",
              f"Versions: {versions_line(record['machine'])}  ",
              f"Latency: batch {s['batch']}, {s['warmup']} warm-up calls, then {timing} per row; one call of the "
@@ -86,12 +93,12 @@ def settings_lines(record: dict) -> list[str]:
     return lines
 
 
-def bench_markdown(record: dict) -> str:
+def bench_markdown(record: dict, with_command: bool = True) -> str:
     threads = record["settings"]["threads"]
     rows = flat_rows(record)
     head = (["model", "file", "runtime", "params M", "GFLOPs", "size MB"] + [f"p50 ms {n}t" for n in threads]
             + [f"FPS {threads[0]}t", "mem MB"] + list(BIN_NAMES) + ["mean", "plain", "pose MAE", "p50/mb05", "status"])
-    lines = ["# edgefa bench", ""] + settings_lines(record) + ["", "| " + " | ".join(head) + " |",
+    lines = ["# edgefa bench", ""] + settings_lines(record, with_command) + ["", "| " + " | ".join(head) + " |",
                                                              "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join(table_cells(r, threads)) + " |")
@@ -108,7 +115,7 @@ def table_cells(r: dict, threads: list[int]) -> list[str]:
         _fmt(r.get("nme_plain"), ".3f"), _fmt(r.get("pose_mae"), ".2f")]
     if r.get("nme_mean") is None and r.get("accuracy_note"):
         acc = [r["accuracy_note"].replace("|", "/")] + [""] * 5
-    status = {"ok": "✅", "failed": "❌", "skipped": "⏭️", "needs macOS": "☑️"}.get(r["status"], r["status"])
+    # words, not emoji: an emoji cell is an empty box without an emoji font
     note = r["note"].replace("|", "/") if r["status"] != "ok" else ""
     if r["status"] == "needs macOS":
         note = "spec loaded; latency and accuracy need macOS"
@@ -116,4 +123,4 @@ def table_cells(r: dict, threads: list[int]) -> list[str]:
              _fmt(r["gflops"], ".3f"), _fmt(r["size_mb"], ".2f")]
             + [_fmt(r.get(f"p50_{n}t"), ".2f") for n in threads]
             + [_fmt(r.get(f"fps_{threads[0]}t"), ".0f"), _fmt(r["model_mem_mb"], ".1f")] + acc
-            + [_fmt(r.get("vs_peer"), ".2f") + ("×" if r.get("vs_peer") else ""), f"{status} {note}".strip()])
+            + [_fmt(r.get("vs_peer"), ".2f") + ("×" if r.get("vs_peer") else ""), r["status"] + (f": {note}" if note else "")])

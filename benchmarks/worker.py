@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefa.benchmarks.cards import metadata_info
 from edgefa.benchmarks.timing import latency_stats, peak_rss_mb, rss_mb, time_calls
 from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_bytes, file_size_mb
@@ -115,7 +116,7 @@ class FileTarget:
                 "postprocess": json.loads(meta.get("edgefa.postprocess", "false")),
                 "training_data": json.loads(meta.get("edgefa.training_data", '"unknown"')),
                 "params": as_int("edgefa.params"), "macs": as_int("edgefa.macs"),
-                "size_mb": file_size_mb(self.path), "size_of": "file"}
+                "size_mb": file_size_mb(self.path), "size_of": "file", **metadata_info(meta)}
 
     def predictor(self, threads: int):
         from edgefa.runtime.artifact import ArtifactPredictor

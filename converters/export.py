@@ -291,7 +291,7 @@ def evaluate_file(row: Row, dataset, data: str, threads: int | None) -> dict:
     return record
 
 
-STATUS_MARK = {"ok": "✅", "unverified": "☑️", "failed": "❌"}
+
 
 
 def format_rows(rows: list[Row]) -> str:
@@ -302,6 +302,6 @@ def format_rows(rows: list[Row]) -> str:
         num = (lambda k, f, p=p: f"{p[k]:{f}}" if k in p else "-")
         lines.append(f"{r.format:<8}{r.precision:<10}{r.size_mb:>9.2f}{num('params_max_abs', '.2e'):>13}"
                      f"{num('landmark_px_max', '.4f'):>12}{num('nme_points_mean', '.4f'):>11}  "
-                     f"{STATUS_MARK[r.status]} {Path(r.file).name if r.file else ''}"
+                     f"{r.status:<11}{Path(r.file).name if r.file else ''}"
                      + (f"  {r.reason}" if r.reason else ""))
     return "\n".join(lines)

@@ -59,7 +59,8 @@ def score_predictions(raw: dict, dataset, crop_size: int) -> dict:
         scored = per_face[labelled]
         block = nme_by_yaw(scored, yaws[labelled])
         block["auc7"] = auc(scored)
-        x, y = ced_curve(scored, steps=71)
+        # to 20 %: AUC stops at 7, but a reader of the CED wants to see where the curves level off
+        x, y = ced_curve(scored, max_nme=20.0, steps=201)
         block["ced"] = {"nme": x.round(3).tolist(), "fraction": y.round(5).tolist()}
         block["per_face"] = [None if np.isnan(v) else round(float(v), 4) for v in per_face]
         block["faces"] = int(labelled.sum())

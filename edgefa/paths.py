@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 from edgefa.errors import EdgefaError
@@ -61,3 +62,15 @@ def portable(value: str) -> str:
     any other absolute path -> its last two parts."""
     value = value.replace(str(shared_root()), "{shared}").replace(str(REPO_ROOT) + "/", "")
     return re.sub(r"(?<![\w.{}])/(?:[^/,:\"\s]+/)*([^/,:\"\s]+/[^/,:\"\s]+)", r".../\1", value)
+
+
+def shell_command(argv) -> str:
+    """A command as a report prints it: shell-quoted so it pastes back as it ran (overrides hold
+    quotes and brackets), with this repository's and the default shared folder's absolute paths
+    written relative to the repository root, where its commands are run from."""
+    root = str(REPO_ROOT)
+
+    def relative(arg: str) -> str:
+        return str(arg).replace(str(REPO_ROOT.parent / "shared"), "../shared").replace(root + "/", "")
+
+    return shlex.join(relative(a) for a in argv)

@@ -86,7 +86,7 @@ def test_bench_runs_every_file_and_checkpoint_with_accuracy(exported, tmp_path):
     assert onnx["info"]["params"] == torch_row["info"]["params"]
     saved = json.loads((tmp_path / "run" / "bench.json").read_text())
     assert saved["machine"]["cores"] and saved["machine"]["versions"]["onnxruntime"] != "not installed"
-    assert (tmp_path / "run" / "bench.md").read_text().count("✅") == len(record["targets"])
+    assert (tmp_path / "run" / "bench.md").read_text().count("| ok |") == len(record["targets"])
     with np.load(tmp_path / "run" / "overlays" / "run_best.pt.npz") as z:
         assert z["image"].shape == (3, 120, 120, 3) and z["nme"][0] <= z["nme"][1] <= z["nme"][2]
 
@@ -121,8 +121,17 @@ def test_cli_report_writes_every_format_and_compares_runs(exported, tmp_path, ca
     notes = tmp_path / "notes.md"
     notes.write_text("**What is measured.** The `exported` file,\nwrapped over two lines.\n")
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "rep" / "cmp"),
-                 "--notes", str(notes)]) == 0
+                 "--notes", str(notes), "--cards", str(tmp_path / "cards")]) == 0
     out = tmp_path / "rep"
+    # a model card from the record: the numbers measured on the file, its licence and crop rule
+    (card_path,) = (tmp_path / "cards").glob("*.md")
+    card = card_path.read_text()
+    target = json.loads((tmp_path / "b" / "bench.json").read_text())["targets"][0]
+    balanced = target["accuracy"]["nme"]["balanced_mean"]
+    p50 = target["rows"][0]["latency"]["p50_ms"]
+    assert f"**{balanced:.3f}**" in card and f"{p50:.2f} / " in card
+    assert target["info"]["license"] in card and "box size s = max(x2 - x1, y2 - y1)" in card
+    assert "edgefa report --cards" in card and str(tmp_path) not in card
     md = (out / "cmp.md").read_text()
     assert "Compared with the baseline run" in md and "| p50 ms 1t |" in md
     page = (out / "cmp.html").read_text()

@@ -291,3 +291,18 @@ def test_portable_drops_machine_paths():
     assert portable('"folder:/home/me/photos/set1,n=3"') == '"folder:.../photos/set1,n=3"'
     assert portable('{"size": [120, 120], "note": "x/y"}') == '{"size": [120, 120], "note": "x/y"}'
     assert "non-commercial" in license_terms('"aflw-train:{shared}/data/aflw-train"', "bfm68")
+
+
+def test_shell_command_pastes_back_as_it_ran():
+    """A recorded command is shell-quoted (overrides hold quotes and brackets) and names the repo's
+    and the default shared folder's paths relative to the repository root."""
+    import shlex
+
+    from edgefa.paths import REPO_ROOT, shell_command
+
+    argv = ["edgefa", "pipeline", "--config", str(REPO_ROOT / "training/configs/pipeline-quick.yaml"),
+            'train.overrides=["epochs=1","data.workers=0"]', f"bench.data=aflw2000-3d:{REPO_ROOT.parent / 'shared'}/data/x"]
+    command = shell_command(argv)
+    assert shlex.split(command) == ["edgefa", "pipeline", "--config", "training/configs/pipeline-quick.yaml",
+                                    'train.overrides=["epochs=1","data.workers=0"]', "bench.data=aflw2000-3d:../shared/data/x"]
+    assert str(REPO_ROOT) not in command

@@ -1,5 +1,6 @@
 """edgefa pipeline: every stage end to end on a tiny run, and a finished stage is not redone."""
 import json
+import shlex
 
 from edgefa.app.cli import main
 from edgefa.app.pipeline import Pipeline, load_pipeline_config
@@ -42,6 +43,11 @@ def test_pipeline_end_to_end_then_resumes(tmp_path, capsys):
     report = tmp_path / "p" / "report" / "tiny"
     for suffix in (".md", ".html", ".csv", ".json"):
         assert report.with_suffix(suffix).is_file()
+    # the commands paste as they stand: one code span each, the stage said outside it, said once
+    command = shlex.join(["edgefa", "pipeline", "--config", CONFIG, *args[4:]])
+    md = report.with_suffix(".md").read_text()
+    heads = [ln for ln in md.splitlines() if ln.startswith(("Report:", "Bench:", "Command:"))]
+    assert heads == [f"Report: `{command}` (its report stage)  ", f"Bench: `{command}` (its bench stage)  "]
     record = json.loads((tmp_path / "p" / "bench" / "bench.json").read_text())
     runtimes = {t["runtime"] for t in record["targets"]}
     assert runtimes == {"onnxruntime", "torch"} and all(t["status"] == "ok" for t in record["targets"])

@@ -239,7 +239,7 @@ def make_labels(out: str | Path, data: str, teacher_spec: str, check: str | None
     """Write the labels file ``out``; returns its metadata (with the selection table)."""
     from edgefa.data.registry import create_dataset
     from edgefa.facemodel.bfm import load_bfm68
-    from edgefa.paths import find_bfm68, unfill_shared
+    from edgefa.paths import find_bfm68, shell_command, unfill_shared
     from edgefa.training.distill import Teacher
 
     out = check_writable(out, "labels")
@@ -289,7 +289,7 @@ def make_labels(out: str | Path, data: str, teacher_spec: str, check: str | None
                                     "17 points both correspondences have",
                           "faces": int(len(sel)), "table": table},
             "offsets": corr.offsets.round(6).tolist(), "anchors": ANCHORS if corr.kind == "learned" else None,
-            "command": " ".join(["python", "-m", "edgefa.training.labels", *sys.argv[1:]]),
+            "command": shell_command(["python", "-m", "edgefa.training.labels", *sys.argv[1:]]),
             "seconds": None}
     if check:
         _log(f"check (not used to choose anything): the same procedure on {check}")

@@ -23,6 +23,7 @@ from edgefa.errors import EdgefaError
 from edgefa.evaluate import evaluate
 from edgefa.fileio import atomic_write_bytes, atomic_write_json, check_writable, with_ext
 from edgefa.metrics import BIN_NAMES
+from edgefa.paths import shell_command
 from edgefa.predictor import load_predictor
 from edgefa.profile import count_macs, count_params
 
@@ -187,7 +188,7 @@ def _write(args, argv) -> int:
     fresh = [run_row(run, dataset) for run in args.runs]
     rows += merge_rows(carried, fresh)
     facts = machine_facts()
-    command = "python -m edgefa.training.report " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = shell_command(["python", "-m", "edgefa.training.report", *(sys.argv[1:] if argv is None else argv)])
     notes = args.notes.read_text().strip() + "\n\n" if args.notes else ""
     quality = [label_quality(path) for path in args.labels]
     markdown = notes + to_markdown(rows, facts, command, args.data)  # before writing: no half report

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import random
-import shlex
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from edgefa.evaluate import evaluate
 from edgefa.fileio import atomic_write_json, check_writable
 from edgefa.models.checkpoint import load_checkpoint, save_checkpoint
 from edgefa.models.registry import create_model
+from edgefa.paths import shell_command
 from edgefa.predictor import TorchPredictor, to_model_input
 from edgefa.training.config import load_config, portable_config
 from edgefa.training.data import CachedDataset, build_train_set
@@ -320,7 +320,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
 def train_from_cli(config_path: str, overrides: list[str], resume: str | None = None, quiet: bool = False) -> int:
     cfg = load_config(config_path, overrides)
     # shell-quoted, so the recorded command pastes back as it ran (overrides may hold quotes and brackets)
-    command = shlex.join(["edgefa", "train", "--config", config_path, *overrides] + (["--resume", resume] if resume else []))
+    command = shell_command(["edgefa", "train", "--config", config_path, *overrides] + (["--resume", resume] if resume else []))
     summary = train(cfg, resume=resume, progress=not quiet, command=command)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"best_val_nme": round(summary["best_val_nme"], 4), "output": summary["output"]}))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgefa import __version__
 from edgefa.errors import EdgefaError
+from edgefa.paths import shell_command
 
 TRAINING_MODULES = {"torch", "torchvision", "timm", "onnx", "onnxscript", "onnxslim", "litert_torch", "torchao",
                     "torch_pruning", "safetensors", "threadpoolctl"}  # what `edgefa[train]` adds to the runtime
@@ -114,7 +115,7 @@ def _cmd_bench(args) -> int:
                              warmup=args.warmup, runs=args.runs, min_time=args.min_time, batch=args.batch,
                              data=None if args.data in ("", "none") else args.data, peers=args.peers,
                              timeout=args.timeout, progress=not args.quiet,
-                             command="edgefa " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "")
+                             command=shell_command(["edgefa", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "")
     print((Path(args.output) / "bench.md").read_text())
     print(f"wrote {Path(args.output) / 'bench.json'} and bench.md ({record['seconds']} s)")
     return code
@@ -123,8 +124,8 @@ def _cmd_bench(args) -> int:
 def _cmd_report(args) -> int:
     from edgefa.benchmarks.report import write_report
 
-    for path in write_report(args.runs, args.output, title=args.title, notes=args.notes,
-                             command="edgefa " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["report"] else ""):
+    for path in write_report(args.runs, args.output, title=args.title, notes=args.notes, cards=args.cards,
+                             command=shell_command(["edgefa", *sys.argv[1:]]) if sys.argv[1:2] == ["report"] else ""):
         print(f"wrote {path}")
     return 0
 
@@ -267,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("-o", "--output", required=True, help="report path without suffix, e.g. reports/benchmark")
     re_.add_argument("--title", help="report title")
     re_.add_argument("--notes", help="a Markdown file whose text goes under the title (where the files came from...)")
+    re_.add_argument("--cards", metavar="DIR", help="also write a model card per trained edgefa model to DIR/NAME.md")
     re_.set_defaults(func=_cmd_report)
 
     pi = sub.add_parser("pipeline", help="train -> (prune) -> (QAT) -> export -> bench -> report, resumable per stage")

@@ -18,7 +18,7 @@ from edgefa import __version__
 from edgefa.converters.export import check_name
 from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_json, check_writable
-from edgefa.paths import fill_shared
+from edgefa.paths import fill_shared, shell_command
 from edgefa.training.config import CONFIG_DIR
 
 DEFAULTS = {
@@ -151,7 +151,7 @@ class Pipeline:
             elif run_dir.exists():
                 shutil.rmtree(run_dir)
             train(tcfg, resume=resume, progress=self.progress,
-                  command=f"edgefa train --config {recipe} " + " ".join(overrides))
+                  command=shell_command(["edgefa", "train", "--config", recipe, *overrides]))
             return {"checkpoint": str(run_dir / "best.pt")}
         result = self.stage("train", {"recipe": recipe.read_text(), "overrides": overrides}, run,
                             lambda r: [r["checkpoint"]])
@@ -226,7 +226,7 @@ class Pipeline:
         def run():
             _, code = run_bench([*files, checkpoint], out, runtimes=cfg["runtimes"], threads=cfg["threads"],
                                 warmup=cfg["warmup"], runs=cfg["runs"], min_time=cfg["min_time"], data=cfg["data"],
-                                peers=cfg["peers"], progress=self.progress, command=f"{self.command} (bench stage)")
+                                peers=cfg["peers"], progress=self.progress, command=self.command, stage="bench")
             return {"folder": str(out), "exit_code": code}
         return self.stage("bench", {**cfg, "files": files}, run,
                           lambda r: [str(Path(r["folder"]) / "bench.json")])["folder"]
@@ -238,7 +238,7 @@ class Pipeline:
 
         def run():
             paths = write_report([bench_dir], target, title=self.cfg["report"]["title"] or
-                                 f"edgefa pipeline: {self.cfg['name']}")
+                                 f"edgefa pipeline: {self.cfg['name']}", command=self.command, stage="report")
             return {"files": [str(p) for p in paths]}
         return self.stage("report", self.cfg["report"], run, lambda r: r["files"])["files"]
 
@@ -254,7 +254,7 @@ class Pipeline:
 
 def run_pipeline(config_path: str, overrides: list[str] = (), progress: bool = True) -> int:
     cfg = load_pipeline_config(config_path, overrides)
-    pipe = Pipeline(cfg, progress=progress, command=" ".join(["edgefa pipeline --config", str(config_path), *overrides]))
+    pipe = Pipeline(cfg, progress=progress, command=shell_command(["edgefa", "pipeline", "--config", str(config_path), *overrides]))
     start = time.perf_counter()
     files = pipe.run()
     md = next((f for f in files if f.endswith(".md")), None)
