@@ -22,7 +22,7 @@ from edgefa.converters.graph import ExportGraph
 from edgefa.converters.parity import compare, gate, torch_outputs
 from edgefa.detect.crop import crop_metadata
 from edgefa.errors import EdgefaError
-from edgefa.fileio import atomic_write_json, file_size_mb, remove_stale_temps, temp_sibling
+from edgefa.fileio import atomic_write_json, check_writable_dir, file_size_mb, temp_sibling
 from edgefa.paths import portable
 from edgefa.quantization.qat import is_qat  # importing it also lets QAT checkpoints load (a rebuild hook)
 from edgefa.runtime.formats import FORMATS, ExportFormat, plan
@@ -119,20 +119,6 @@ def check_name(name: str | None) -> None:
            or not name.isprintable())
     if bad:
         raise EdgefaError(f"--name {name!r}: must be a file name stem (no '/', '\\', leading '.'), not a path")
-
-
-def check_output_dir(out: str | Path) -> Path:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise EdgefaError(f"{out}: output path is a file, expected a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgefaError(f"{out}: cannot create output folder ({exc.strerror or exc})") from None
-    if not os.access(out, os.W_OK):
-        raise EdgefaError(f"{out}: output folder is not writable")
-    remove_stale_temps(out)  # what a killed export left behind
-    return out
 
 
 def license_terms(training_data: str, face_model: str) -> str:
@@ -251,7 +237,7 @@ def run_export(model: str, formats: str, precisions: str, out: str | Path, calib
     calib = graph.prepare(load_crops(calib_data or DEFAULT_CALIB, calib_n, "calib-data")) if needs_calib else None
     x = graph.prepare(load_crops(parity_data or DEFAULT_PARITY, parity_n, "parity-data"))
     ref = torch_outputs(graph, x)
-    out = check_output_dir(out)
+    out = check_writable_dir(out, "output")
     rows = []
     options = {"int8_io": int8_io, "threads": threads}
     for i, (fmt, precision) in enumerate(jobs, 1):

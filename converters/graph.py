@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgefa.facemodel.base import N_EXPR, N_POSE, N_SHAPE, FaceModel
-from edgefa.facemodel.geometry import pose_matrix_to_euler
+from edgefa.facemodel.geometry import pose_matrix_to_euler, project_to_crop
 from edgefa.runtime.formats import POST_OUTPUTS, RAW_OUTPUTS
 from edgefa.runtime.inputs import prepare_input
 
@@ -84,11 +84,9 @@ class ExportGraph(nn.Module):
         """Raw params (B, 62) -> landmarks (B, 68, 3) in crop pixels and yaw/pitch/roll (B, 3)."""
         pose = params[:, :N_POSE].reshape(-1, 3, 4)
         alphas = params[:, N_POSE:N_POSE + N_SHAPE + N_EXPR]
+        # one matmul over the buffers (named constants in the file), then geometry's own projection
         verts = (self.lm_mean + alphas @ self.lm_basis).reshape(-1, self.lm_mean.shape[1] // 3, 3)
-        v = verts @ pose[:, :, :3].transpose(1, 2) + pose[:, :, 3:].transpose(1, 2)
-        # crop pixels, 3DDFA convention: x - 1, y flipped
-        lms = torch.stack([v[..., 0] - 1.0, self.fm_size - v[..., 1], v[..., 2]], dim=-1)
-        return lms, pose_matrix_to_euler(pose)
+        return project_to_crop(verts, pose, self.fm_size), pose_matrix_to_euler(pose)
 
     def forward(self, x: torch.Tensor):
         if not self.postprocess:

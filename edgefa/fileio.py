@@ -106,21 +106,30 @@ def read_regular_bytes(path: str | Path, what: str = "file") -> bytes:
             raise EdgefaError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
 
 
+def check_writable_dir(folder: str | Path, what: str = "output") -> Path:
+    """Fail before any work if files cannot be written into ``folder`` (created if missing); clears
+    the temp files a killed run left there."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise EdgefaError(f"{folder}: {what} path is a file, expected a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a folder above it is a file
+        raise EdgefaError(f"{folder}: {what} folder is a file") from None
+    except OSError as exc:
+        raise EdgefaError(f"{folder}: cannot create {what} folder ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK):
+        raise EdgefaError(f"{folder}: {what} folder is not writable")
+    remove_stale_temps(folder)
+    return folder
+
+
 def check_writable(path: str | Path, what: str = "output") -> Path:
-    """Fail before any work if ``path`` cannot be written (its folder is created if missing)."""
+    """Fail before any work if the file ``path`` cannot be written (its folder is created if missing)."""
     path = Path(path)
     if path.is_dir():
         raise EdgefaError(f"{path}: {what} path is a directory, expected a file")
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise EdgefaError(f"{parent}: {what} folder is a file") from None
-    except OSError as exc:
-        raise EdgefaError(f"{parent}: cannot create {what} folder ({exc.strerror or exc})") from None
-    if not os.access(parent, os.W_OK):
-        raise EdgefaError(f"{parent}: {what} folder is not writable")
-    remove_stale_temps(parent)
+    check_writable_dir(path.parent, what)
     return path
 
 
