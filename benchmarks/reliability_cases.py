@@ -19,29 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgefa.benchmarks.reliability_inputs import (  # noqa: F401  (re-exported: the tests use them through this module)
+from edgefa.benchmarks.reliability_inputs import (
     FAULTS,
-    INPUT_SPEC,
     MODEL,
     REPO,
-    TRAIN,
-    EvilPickle,
     bench_after_killed_run,
     bench_fifo,
-    bench_run,
     bench_to_kill,
     bmp_with_size,
-    dead_pid,
-    enospc_on_file,
-    enospc_on_rename_to,
     eval_fifo_model,
     eval_folder,
     evil_checkpoint,
     export_never_written,
     fifo,
-    folder_with,
     jpeg_with_size,
-    last_pt,
     malformed_bench,
     malformed_pipeline,
     nan_label,
@@ -54,7 +45,6 @@ from edgefa.benchmarks.reliability_inputs import (  # noqa: F401  (re-exported: 
     stale_temps,
     tampered_onnx,
     text_model,
-    tiny_onnx,
 )
 from edgefa.fileio import TEMP_MARK
 

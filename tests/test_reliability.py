@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import edgefa.benchmarks.reliability_cases as cases
+import edgefa.benchmarks.reliability_inputs as inputs
 from edgefa import fileio
 from edgefa.app.cli import main
 from edgefa.data.images import MAX_IMAGE_PIXELS, header_size, read_image
@@ -37,8 +38,8 @@ def test_case(case, tmp_path, capsys, monkeypatch):
         outcome = cases.run_case(case, tmp_path)  # own process, timeout
     else:
         argv = case.build(tmp_path)
-        if cases.FAULTS[case.fault]:
-            cases.FAULTS[case.fault](monkeypatch=monkeypatch)
+        if inputs.FAULTS[case.fault]:
+            inputs.FAULTS[case.fault](monkeypatch=monkeypatch)
         start = time.perf_counter()
         try:
             code = main(argv)
@@ -55,8 +56,8 @@ DEBUGGABLE = [c for c in cases.CASES if c.code == 2 and c.one_line and not (c.ha
 def test_debug_raises_what_the_one_line_hides(case, tmp_path, monkeypatch):
     """With --debug every one-line error is the exception itself, so the traceback shows."""
     argv = case.build(tmp_path)
-    if cases.FAULTS[case.fault]:
-        cases.FAULTS[case.fault](monkeypatch=monkeypatch)
+    if inputs.FAULTS[case.fault]:
+        inputs.FAULTS[case.fault](monkeypatch=monkeypatch)
     with pytest.raises(Exception) as info:  # noqa: B017  (any exception: what the user saw as one line)
         main(["--debug", *argv])
     assert not isinstance(info.value, SystemExit), "argparse usage errors have no traceback to show"
@@ -69,7 +70,7 @@ def _pair(stem):
 def test_md_json_pair_is_both_or_neither(tmp_path, monkeypatch):
     stem = tmp_path / "r"
     fileio.write_md_json(stem, {"v": 1}, "old\n")
-    cases.enospc_on_file(2, monkeypatch)  # the second file of the new pair meets a full disk
+    inputs.enospc_on_file(2, monkeypatch)  # the second file of the new pair meets a full disk
     with pytest.raises(OSError, match="No space left") as info:
         fileio.write_md_json(stem, {"v": 2}, "new\n")
     assert info.value.filename == str(fileio.with_ext(stem, ".md"))  # the final name, not the temp's
@@ -80,10 +81,10 @@ def test_md_json_pair_is_both_or_neither(tmp_path, monkeypatch):
 def test_report_set_leaves_nothing_on_full_disk(tmp_path, monkeypatch):
     from edgefa.benchmarks.report import write_report
 
-    run = cases.bench_run(tmp_path / "run")
+    run = inputs.bench_run(tmp_path / "run")
     written = write_report([str(run)], tmp_path / "a" / "rep")
     assert {p.suffix for p in written} == {".png", ".md", ".csv", ".html", ".json"}
-    cases.enospc_on_file(len(written), monkeypatch)  # the last file of the set
+    inputs.enospc_on_file(len(written), monkeypatch)  # the last file of the set
     with pytest.raises(OSError, match="no file of the set written"):
         write_report([str(run)], tmp_path / "b" / "rep")
     assert list((tmp_path / "b").iterdir()) == []
@@ -114,8 +115,8 @@ def test_header_size_reads_real_files(ext, params):
     assert header_size(data) == (53, 37)
 
 
-@pytest.mark.parametrize("name,data", [("big.png", cases.png_bytes(60000, 60000)), ("big.jpg", cases.jpeg_with_size(60000, 60000)),
-                                       ("big.bmp", cases.bmp_with_size(20000, 20000))])
+@pytest.mark.parametrize("name,data", [("big.png", inputs.png_bytes(60000, 60000)), ("big.jpg", inputs.jpeg_with_size(60000, 60000)),
+                                       ("big.bmp", inputs.bmp_with_size(20000, 20000))])
 def test_oversized_images_are_refused_before_decoding(tmp_path, name, data):
     path = tmp_path / name
     path.write_bytes(data)
@@ -139,6 +140,6 @@ def test_worker_exits_when_its_parent_died_before_it_could_watch():
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     code = f"from edgefa.benchmarks.worker import die_with_parent; die_with_parent({dead.pid}); print('survived')"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=cases.REPO,
-                          env={**os.environ, "PYTHONPATH": str(cases.REPO)})
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=inputs.REPO,
+                          env={**os.environ, "PYTHONPATH": str(inputs.REPO)})
     assert proc.returncode == 1 and "survived" not in proc.stdout
