@@ -91,10 +91,11 @@ def markdown(rec: dict) -> str:
     verdict = "met" if gap <= 0.3 else f"missed by {gap - 0.3:.3f}"
     lines += ["", f"- Full image (two passes) vs protocol crops on the same faces: **{gap:+.3f}** NME points "
               f"(goal: within 0.3; {verdict}). Two passes is `edgefa predict`'s default, chosen on aflw-train's "
-              "val split (`python -m edgefa.training.crop_rules ... --passes-model FILE`: 3.736 NME against the refined labels "
-              "with two passes, 3.896 with one, 3.731 with three: not worth a third model run). The landmark rule of "
-              "the second pass was fitted to this model's predictions on aflw-train's train split "
-              "(`... --tune-model FILE`).",
+              "val split (`python -m edgefa.training.crop_rules ... --passes-model FILE`, with the MobileNetV3-Small "
+              "weights shipped then (training stage 2): 3.736 NME against the refined labels with two passes, 3.896 "
+              "with one, 3.731 with three: not worth a third model run). The landmark rule of the second pass was "
+              "fitted to those weights' predictions on aflw-train's train split (`... --tune-model FILE`), not "
+              "refitted for later weights of the same architecture.",
               f"- Faces missed by the detector (no detected face overlapping the labelled one): "
               f"{two['missed']} of {rec['n']} — by |yaw| bin " +
               ", ".join(f"{b} {two['missed_by_bin'][b]}" for b in BIN_NAMES) + f"; photos with no face found: "
