@@ -6,7 +6,7 @@ they stay readable at that scale (issue #25):
 Rows are shaped like the report's flat rows (``tables.flat_rows`` + the report's labels): ten timm
 families x ONNX/TFLite x fp32/int8, torch checkpoints of three of them, an untrained family, and both
 peers (3DDFA-V2 mb05 as ONNX fp32 + TFLite int8, MediaPipe's face landmark TFLite). NME per yaw bin,
-CED curves (0-7 % NME, 71 steps, as ``edgefa.evaluate`` writes them), latencies and overlays are random
+CED curves (the range ``edgefa.evaluate`` writes: ``metrics.CED_MAX_NME``, ``CED_STEPS``), latencies and overlays are random
 but seeded. ``fifty_rows`` is what the tests draw too.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefa.metrics import BIN_NAMES, ced_curve
+from edgefa.metrics import BIN_NAMES, CED_MAX_NME, CED_STEPS, ced_curve
 
 FAMILIES = ("mobilenetv3_small_100", "mobilenetv3_large_100", "mobilenetv2_100", "efficientnet_lite0",
             "ghostnet_100", "repvit_m1", "fastvit_t8", "mobileone_s0", "lcnet_100", "mobilevit_s")
@@ -33,7 +33,7 @@ def _row(rng, name: str, model: str, fmt: str, prec: str, runtime: str, nme: flo
     bins = nme * np.array([0.75, 0.98, 1.27]) * rng.normal(1, 0.02, 3)
     bins *= nme / bins.mean()  # the balanced mean is the mean of the bins
     faces = rng.lognormal(np.log(nme * 0.85), 0.45, 2000)
-    x, y = ced_curve(faces, steps=71)
+    x, y = ced_curve(faces, CED_MAX_NME, CED_STEPS)
     label = name + (" (peer)" if peer and "peer" not in name else "") + (" (untrained)" if untrained else "")
     row = {"name": name, "label": label, "model": model, "format": fmt, "precision": prec, "runtime": runtime,
            "peer": peer, "untrained": untrained, "status": "ok", "nme_mean": float(nme),

@@ -17,7 +17,7 @@ from edgefa.benchmarks.bench import slug
 from edgefa.benchmarks.cards import model_cards
 from edgefa.benchmarks.tables import bench_markdown, command_line, display_name, flat_rows, settings_lines, table_cells
 from edgefa.errors import EdgefaError
-from edgefa.fileio import check_writable, json_bytes, with_ext, write_file_set
+from edgefa.fileio import check_writable, check_writable_dir, json_bytes, with_ext, write_file_set
 from edgefa.metrics import BIN_NAMES
 from edgefa.paths import portable
 
@@ -180,9 +180,9 @@ def write_report(run_dirs: list[str], output: str | Path, title: str | None = No
     ``cards``: a folder for one model card per trained edgefa model (``benchmarks/cards.py``)."""
     out = Path(output)
     out = out.with_suffix("") if out.suffix in (".md", ".html", ".json", ".csv") else out
-    check_writable(with_ext(out, ".md"), "-o")
     if cards:
-        check_writable(Path(cards) / "card.md", "--cards")
+        check_writable_dir(cards, "--cards")
+    check_writable(with_ext(out, ".md"), "-o")
     runs = [load_run(d) for d in run_dirs]
     preface = [command_line({"command": command, "stage": stage}, "Report")] if command else []
     preface += [command_line(rec, "Bench") for rec in runs] + [""]  # the exact commands first, pasteable

@@ -9,7 +9,8 @@ from edgefa.metrics import BIN_NAMES
 PEER_REF = "3ddfa-v2-mb05"
 
 
-def _fmt(value, spec: str, missing: str = "–") -> str:
+def fmt(value, spec: str, missing: str = "–") -> str:
+    """A table cell: ``value`` formatted, ``missing`` for None or NaN (an empty yaw bin)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return missing
     return format(value, spec)
@@ -110,17 +111,17 @@ def display_name(r: dict) -> str:
 
 
 def table_cells(r: dict, threads: list[int]) -> list[str]:
-    acc = [_fmt(r.get(b), ".3f") for b in BIN_NAMES] + [
-        (f"**{_fmt(r.get('nme_mean'), '.3f')}**" if r.get("nme_mean") is not None else "–"),
-        _fmt(r.get("nme_plain"), ".3f"), _fmt(r.get("pose_mae"), ".2f")]
+    acc = [fmt(r.get(b), ".3f") for b in BIN_NAMES] + [
+        (f"**{fmt(r.get('nme_mean'), '.3f')}**" if r.get("nme_mean") is not None else "–"),
+        fmt(r.get("nme_plain"), ".3f"), fmt(r.get("pose_mae"), ".2f")]
     if r.get("nme_mean") is None and r.get("accuracy_note"):
         acc = [r["accuracy_note"].replace("|", "/")] + [""] * 5
     # words, not emoji: an emoji cell is an empty box without an emoji font
     note = r["note"].replace("|", "/") if r["status"] != "ok" else ""
     if r["status"] == "needs macOS":
         note = "spec loaded; latency and accuracy need macOS"
-    return ([display_name(r), f"{r['format']} {r['precision']}", r["runtime"], _fmt(r["params_m"], ".2f"),
-             _fmt(r["gflops"], ".3f"), _fmt(r["size_mb"], ".2f")]
-            + [_fmt(r.get(f"p50_{n}t"), ".2f") for n in threads]
-            + [_fmt(r.get(f"fps_{threads[0]}t"), ".0f"), _fmt(r["model_mem_mb"], ".1f")] + acc
-            + [_fmt(r.get("vs_peer"), ".2f") + ("×" if r.get("vs_peer") else ""), r["status"] + (f": {note}" if note else "")])
+    return ([display_name(r), f"{r['format']} {r['precision']}", r["runtime"], fmt(r["params_m"], ".2f"),
+             fmt(r["gflops"], ".3f"), fmt(r["size_mb"], ".2f")]
+            + [fmt(r.get(f"p50_{n}t"), ".2f") for n in threads]
+            + [fmt(r.get(f"fps_{threads[0]}t"), ".0f"), fmt(r["model_mem_mb"], ".1f")] + acc
+            + [fmt(r.get("vs_peer"), ".2f") + ("×" if r.get("vs_peer") else ""), r["status"] + (f": {note}" if note else "")])

@@ -277,9 +277,6 @@ def evaluate_file(row: Row, dataset, data: str, threads: int | None) -> dict:
     return record
 
 
-
-
-
 def format_rows(rows: list[Row]) -> str:
     head = f"{'format':<8}{'precision':<10}{'size MB':>9}{'params Δmax':>13}{'lm px Δmax':>12}{'NME pts Δ':>11}  status"
     lines = [head, "-" * (len(head) + 20)]

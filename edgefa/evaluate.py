@@ -7,7 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgefa.data.base import collate, crop_to_original
-from edgefa.metrics import BIN_NAMES, auc, ced_curve, nme, nme_by_yaw, pose_mae
+from edgefa.metrics import BIN_NAMES, CED_MAX_NME, CED_STEPS, auc, ced_curve, nme, nme_by_yaw, pose_mae
 
 
 def predict_dataset(predictor, dataset, batch: int = 64, workers: int = 0, progress: bool = True) -> dict:
@@ -59,8 +59,7 @@ def score_predictions(raw: dict, dataset, crop_size: int) -> dict:
         scored = per_face[labelled]
         block = nme_by_yaw(scored, yaws[labelled])
         block["auc7"] = auc(scored)
-        # to 20 %: AUC stops at 7, but a reader of the CED wants to see where the curves level off
-        x, y = ced_curve(scored, max_nme=20.0, steps=201)
+        x, y = ced_curve(scored, CED_MAX_NME, CED_STEPS)
         block["ced"] = {"nme": x.round(3).tolist(), "fraction": y.round(5).tolist()}
         block["per_face"] = [None if np.isnan(v) else round(float(v), 4) for v in per_face]
         block["faces"] = int(labelled.sum())

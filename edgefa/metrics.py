@@ -68,6 +68,11 @@ def pose_mae(pred: np.ndarray, gt: np.ndarray) -> dict:
     return out
 
 
+# the CED a record stores: to 20 % NME (AUC stops at 7, but a reader of the CED wants to see where
+# the curves level off), in 0.1 % steps
+CED_MAX_NME, CED_STEPS = 20.0, 201
+
+
 def ced_curve(nmes: np.ndarray, max_nme: float = 7.0, steps: int = 701) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative error distribution: fraction of faces with NME <= x, for x in [0, max_nme] (percent)."""
     x = np.linspace(0.0, max_nme, steps)

@@ -66,11 +66,11 @@ def portable(value: str) -> str:
 
 def shell_command(argv) -> str:
     """A command as a report prints it: shell-quoted so it pastes back as it ran (overrides hold
-    quotes and brackets), with this repository's and the default shared folder's absolute paths
-    written relative to the repository root, where its commands are run from."""
-    root = str(REPO_ROOT)
+    quotes and brackets), with this repository's and the shared folder's absolute paths written
+    relative to the repository root, where its commands are run from."""
+    root, shared = str(REPO_ROOT), str(shared_root())
 
     def relative(arg: str) -> str:
-        return str(arg).replace(str(REPO_ROOT.parent / "shared"), "../shared").replace(root + "/", "")
+        return str(arg).replace(shared, os.path.relpath(shared, root)).replace(root + "/", "")
 
     return shlex.join(relative(a) for a in argv)

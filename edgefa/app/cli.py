@@ -108,6 +108,11 @@ def _cmd_export(args) -> int:
     return 0 if all(r.status != "failed" for r in rows) else 1
 
 
+def _typed_command(name: str) -> str:
+    """The command line as typed, for a record a reader re-runs ('' when called from Python)."""
+    return shell_command(["edgefa", *sys.argv[1:]]) if sys.argv[1:2] == [name] else ""
+
+
 def _cmd_bench(args) -> int:
     from edgefa.benchmarks.bench import run_bench
 
@@ -115,7 +120,7 @@ def _cmd_bench(args) -> int:
                              warmup=args.warmup, runs=args.runs, min_time=args.min_time, batch=args.batch,
                              data=None if args.data in ("", "none") else args.data, peers=args.peers,
                              timeout=args.timeout, progress=not args.quiet,
-                             command=shell_command(["edgefa", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "")
+                             command=_typed_command("bench"))
     print((Path(args.output) / "bench.md").read_text())
     print(f"wrote {Path(args.output) / 'bench.json'} and bench.md ({record['seconds']} s)")
     return code
@@ -125,7 +130,7 @@ def _cmd_report(args) -> int:
     from edgefa.benchmarks.report import write_report
 
     for path in write_report(args.runs, args.output, title=args.title, notes=args.notes, cards=args.cards,
-                             command=shell_command(["edgefa", *sys.argv[1:]]) if sys.argv[1:2] == ["report"] else ""):
+                             command=_typed_command("report")):
         print(f"wrote {path}")
     return 0
 
