@@ -1,5 +1,6 @@
 import json
 import shlex
+from dataclasses import replace
 
 import pytest
 import torch
@@ -146,6 +147,27 @@ def test_init_starts_a_second_stage_from_a_runs_or_a_published_weights_file(tmp_
     assert main(_tiny(tmp_path, "model.name=mobilenetv2_100", f"init={tmp_path}/stage1/best.pt")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds weights of" in err[0] and "mobilenetv2_100" in err[0]
+
+
+def test_init_from_the_3ddfa_peer_fine_tunes_its_network(peer_checkpoint, bfm68):
+    """``init: 3ddfa-v2-mb05:PATH`` starts mobilenet_v1_3ddfa from the peer's weights: before any step
+    it predicts exactly what the peer predicts; another architecture is one error line."""
+    from edgefa.models.checkpoint import load_3ddfa_v2
+    from edgefa.models.registry import create_model
+    from edgefa.training.trainer import init_weights
+
+    cfg = load_config(QUICK, ["model.name=mobilenet_v1_3ddfa", "face_model=bfm68",
+                              "init=3ddfa-v2-mb05:{shared}/peers/3ddfa_v2_mb05/mb05_120x120.pth"])
+    assert cfg["init"] == f"3ddfa-v2-mb05:{peer_checkpoint}"
+    model = create_model("mobilenet_v1_3ddfa")
+    init_weights(model, cfg, bfm68)
+    peer, _ = load_3ddfa_v2(peer_checkpoint)
+    x = torch.randn(2, 3, 120, 120)
+    torch.testing.assert_close(model.eval()(x), peer(x))
+    with pytest.raises(EdgefaError, match="fit model mobilenet_v1_3ddfa with widen_factor=0.5"):
+        init_weights(create_model("mobilenetv3_small_100"), {**cfg, "model": {"name": "mobilenetv3_small_100", "cfg": {}}})
+    with pytest.raises(EdgefaError, match="parameter statistics differ"):
+        init_weights(create_model("mobilenet_v1_3ddfa"), cfg, replace(bfm68, param_std=bfm68.param_std * 2))
 
 
 def test_without_a_tty_progress_is_plain_lines_with_loss_lr_and_eta(tmp_path, capsys):

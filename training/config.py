@@ -22,7 +22,8 @@ DEFAULTS = {
     "channels_last": True,  # NHWC weights: 1.1-1.8x faster steps on CPU (measured, 2 cores), same numbers
     "model": {"name": "mobilenetv3_small_100", "cfg": {}},
     # weights to start from (fine-tuning, a second stage): a run's best.pt / last.pt or a published
-    # .safetensors of the same model; null: the model's own initialisation
+    # .safetensors of the same model, or 3ddfa-v2-mb05:PATH for mobilenet_v1_3ddfa (fine-tunes the peer);
+    # null: the model's own initialisation
     "init": None,
     "face_model": "synthetic",  # or bfm68[:DIR] (needed to distil from a 3DDFA teacher)
     "data": {"train": "synthetic:seed=0,n=2000", "val": "synthetic:seed=1,n=200", "workers": 2,
@@ -165,6 +166,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
     for key in ("train", "val"):
         config["data"][key] = fill_shared(config["data"][key])
     config["teacher"] = fill_shared(config["teacher"])
+    config["init"] = fill_shared(config["init"])
     return config
 
 
@@ -175,4 +177,5 @@ def portable_config(config: dict) -> dict:
     for key in ("train", "val"):
         out["data"][key] = unfill_shared(out["data"][key])
     out["teacher"] = unfill_shared(out["teacher"])
+    out["init"] = unfill_shared(out["init"])
     return out

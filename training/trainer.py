@@ -26,10 +26,10 @@ from edgefa.data.workers import single_thread_worker
 from edgefa.errors import EdgefaError
 from edgefa.evaluate import evaluate
 from edgefa.fileio import atomic_write_json, check_writable
-from edgefa.models.checkpoint import load_checkpoint, save_checkpoint
+from edgefa.models.checkpoint import load_3ddfa_v2, load_checkpoint, save_checkpoint
 from edgefa.models.registry import create_model
 from edgefa.paths import shell_command
-from edgefa.predictor import TorchPredictor, to_model_input
+from edgefa.predictor import PEER_KINDS, TorchPredictor, to_model_input
 from edgefa.training.config import load_config, portable_config
 from edgefa.training.data import CachedDataset, build_train_set
 from edgefa.training.objectives import loss_terms, weighted
@@ -132,11 +132,16 @@ def weights_digest(model) -> str:
     return h.hexdigest()[:16]
 
 
-def init_weights(model, cfg: dict) -> str:
-    """Load ``cfg['init']`` (a checkpoint's or weights file's tensors) into ``model``; its digest."""
+def init_weights(model, cfg: dict, face_model=None) -> str:
+    """Load ``cfg['init']`` (a checkpoint's or weights file's tensors, or a 3DDFA-V2 peer spec such as
+    ``3ddfa-v2-mb05:PATH``, whose weights fine-tune as ``mobilenet_v1_3ddfa``) into ``model``; its digest."""
+    kind, colon, peer_path = str(cfg["init"]).partition(":")
+    if colon and kind in PEER_KINDS:
+        return _init_from_peer(model, cfg, kind, Path(peer_path), face_model)
     path = Path(cfg["init"])
     if not path.is_file():
-        raise EdgefaError(f"init {path}: no such file (a run's best.pt or a .safetensors weights file)")
+        raise EdgefaError(f"init {path}: no such file (a run's best.pt, a .safetensors weights file "
+                          f"or {'/'.join(PEER_KINDS)}:PATH)")
     if path.suffix == ".safetensors":
         from edgefa.models.pretrained import read_weights
 
@@ -153,6 +158,23 @@ def init_weights(model, cfg: dict) -> str:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise EdgefaError(f"init {path}: weights do not fit the recipe's model ({str(exc).splitlines()[0]})") from None
+    return weights_digest(model)
+
+
+def _init_from_peer(model, cfg: dict, kind: str, path: Path, face_model) -> str:
+    widen = PEER_KINDS[kind]
+    if cfg["model"]["name"] != "mobilenet_v1_3ddfa" or float(cfg["model"]["cfg"].get("widen_factor", 0.5)) != widen:
+        raise EdgefaError(f"init {kind}:{path}: 3DDFA-V2 weights fit model mobilenet_v1_3ddfa with "
+                          f"widen_factor={widen}, not the recipe's {cfg['model']['name']} {cfg['model']['cfg']}")
+    if not path.is_file():
+        raise EdgefaError(f"init {path}: no such file (the 3DDFA-V2 {kind} checkpoint)")
+    peer, peer_fm = load_3ddfa_v2(path, widen_factor=widen)
+    # the peer's outputs are whitened by its own parameter statistics; the student's must match
+    if face_model is not None and not (np.allclose(peer_fm.param_mean, face_model.param_mean)
+                                       and np.allclose(peer_fm.param_std, face_model.param_std)):
+        raise EdgefaError(f"init {kind}:{path}: its parameter statistics differ from face model "
+                          f"'{face_model.name}'s, so its outputs would mean other parameters")
+    model.load_state_dict(peer.state_dict())
     return weights_digest(model)
 
 
@@ -202,7 +224,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     if own is not None and getattr(own, "name", fm.name) != fm.name:
         raise EdgefaError(f"model {cfg['model']['name']}: predicts points of face model '{own.name}', but the "
                           f"recipe's face_model is '{fm.name}' (set face_model: {own.name})")
-    init_digest = init_weights(model, cfg) if cfg["init"] and not resume else None
+    init_digest = init_weights(model, cfg, fm) if cfg["init"] and not resume else None
     if cfg["channels_last"]:  # the uint8 NHWC crops already arrive as channels-last NCHW views
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
