@@ -348,3 +348,25 @@ def test_training_report_prints_the_label_quality_a_labels_file_records(tmp_path
     assert report_main(["--peer", "mobilenetv3_small_100", "--labels", str(labels), "--data", "synthetic:n=4",
                         "-o", str(tmp_path / "s")]) == 2
     assert "made without --check" in capsys.readouterr().err
+
+
+def test_persistent_loader_workers_see_each_new_epoch():
+    """The trainer's loader is built once with persistent workers: set_epoch must still reach them,
+    so epoch 2's augmentation is epoch 2's, as without workers."""
+    from torch.utils.data import DataLoader
+
+    from edgefa.training.data import build_train_set
+
+    def images(workers):
+        train_set, parts = build_train_set("synthetic:seed=0,n=8", {"rotate": 20, "rotate_prob": 1.0}, 0, True, 0, False)
+        loader = DataLoader(train_set, batch_size=8, num_workers=workers, persistent_workers=workers > 0)
+        out = []
+        for epoch in (0, 1):
+            parts[0].set_epoch(epoch)
+            out.append(next(iter(loader))["image"])
+        return out
+
+    with_workers, without = images(2), images(0)
+    assert not torch.equal(with_workers[0], with_workers[1])
+    for a, b in zip(with_workers, without):
+        assert torch.equal(a, b)

@@ -34,32 +34,54 @@ class CachedDataset(Dataset):
         return {k: v[i] for k, v in self.arrays.items()}
 
 
+def crop_pixel_labels(arrays: dict, size: int, keep_params: bool = True) -> dict:
+    """Stacked samples (N, ...) with their point labels moved from the original image to crop pixels;
+    without ``keep_params`` (parameters of another face model mean nothing to this one) NaN params."""
+    out = dict(arrays)
+    if not keep_params:
+        for key in ("params", "mirror_params", "mirror_pts68"):
+            out[key] = np.full_like(arrays[key], np.nan)
+    box = np.asarray(arrays["roi_box"], dtype=np.float64)
+    for key in ("pts68", "pts21"):
+        out[key] = original_to_crop(arrays[key], box, size).astype(np.float32)
+    return out
+
+
 class TrainSet(Dataset):
     """Labels in crop pixels (pts68, pts21), then label-exact augmentation seeded by (seed, epoch, index)."""
 
     def __init__(self, dataset, augment: AugmentConfig | None, seed: int, keep_params: bool = True):
-        self.dataset, self.augment, self.seed, self.epoch = dataset, augment, seed, 0
+        self.dataset, self.augment, self.seed = dataset, augment, seed
+        # in shared memory: persistent loader workers (forked once) see each new epoch
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.keep_params = keep_params
         self.size = dataset.size
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict:
-        s = dict(self.dataset[i])
-        if not self.keep_params:  # parameters of another face model mean nothing to this one
-            for key in ("params", "mirror_params", "mirror_pts68"):
-                s[key] = np.full_like(s[key], np.nan)
-        box = np.asarray(s["roi_box"], dtype=np.float64)[None]
-        s["pts68"] = original_to_crop(s["pts68"][None], box, self.size)[0].astype(np.float32)
-        s["pts21"] = original_to_crop(s["pts21"][None], box, self.size)[0].astype(np.float32)
+        s = crop_pixel_labels({k: np.asarray(v)[None] for k, v in self.dataset[i].items()}, self.size,
+                              self.keep_params)
+        s = {k: v[0] for k, v in s.items()}
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             s = augment_sample(s, self.size, self.augment, rng)
         return {k: torch.as_tensor(np.asarray(s[k])) for k in ("image", "pts68", "pts21", "pose", "params")}
+
+
+def params_belong(dataset, face_model_name: str) -> bool:
+    """Whether ``dataset``'s parameter labels are parameters of ``face_model_name`` (synthetic faces
+    carry their face model; a refined-labels file names the one it was fitted in)."""
+    own = getattr(getattr(dataset, "face_model", None), "name", None) or getattr(dataset, "labels_face_model", None)
+    return own is None or own == face_model_name
 
 
 def build_train_set(specs, augment: dict | None, seed: int, cache: bool, workers: int,
@@ -74,9 +96,7 @@ def build_train_set(specs, augment: dict | None, seed: int, cache: bool, workers
     parts = []
     for spec in specs:
         ds = create_dataset(spec)
-        # synthetic faces carry their face model; a refined-labels file names the one it was fitted in
-        own = getattr(getattr(ds, "face_model", None), "name", None) or getattr(ds, "labels_face_model", None)
-        keep = own is None or own == face_model_name
+        keep = params_belong(ds, face_model_name)
         if cache:
             ds = CachedDataset(ds, workers, progress, desc=f"caching {spec.split(':')[0]}")
         parts.append(TrainSet(ds, aug, seed, keep_params=keep))

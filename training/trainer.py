@@ -50,17 +50,19 @@ def resolve_face_model(name: str):
     raise EdgefaError(f"face_model: unknown '{name}' (valid: synthetic, bfm68[:DIR])")
 
 
-def make_optimizer(model, cfg: dict):
+def make_optimizer(model, cfg: dict, fused: bool = False):
+    """``fused``: one kernel per step for all parameters (CUDA), the same update."""
     opt = cfg["optimizer"]
     if opt["name"] == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=opt["lr"], weight_decay=opt["weight_decay"])
+        return torch.optim.AdamW(model.parameters(), lr=opt["lr"], weight_decay=opt["weight_decay"],
+                                 fused=fused or None)
     if opt["name"] == "sgd":
         return torch.optim.SGD(model.parameters(), lr=opt["lr"], momentum=opt["momentum"],
                                weight_decay=opt["weight_decay"])
     raise EdgefaError(f"optimizer.name: unknown '{opt['name']}' (valid: adamw, sgd)")
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
             "python": torch.tensor(random.getstate()[1], dtype=torch.int64)}
 
@@ -75,7 +77,7 @@ def _field_error(resume, key: str, problem: str) -> EdgefaError:
     return EdgefaError(f"{resume}: field '{key}' {problem} (not a last.pt of this recipe?)")
 
 
-def _restore(resume: str, model, optimizer, cfg: dict) -> dict:
+def restore_state(resume: str, model, optimizer, cfg: dict) -> dict:
     """Load ``resume`` into model and optimizer after checking every field it needs, before any data
     is built: a checkpoint of another model or a damaged field is one line naming the file and the
     field, not a traceback at the first batch. Returns the state (its rng is applied by the caller)."""
@@ -104,7 +106,7 @@ def _restore(resume: str, model, optimizer, cfg: dict) -> dict:
             if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
                 raise _field_error(resume, "optimizer", f"holds {name} of shape {list(value.shape)} for parameter "
                                    f"{i} of shape {list(param.shape)}")
-    rng, now = state["rng"], _rng_state()
+    rng, now = state["rng"], rng_state()
     if not isinstance(rng, dict) or any(not isinstance(rng.get(k), torch.Tensor) or rng[k].shape != v.shape
                                         for k, v in now.items()):
         raise _field_error(resume, "rng", f"is not the {', '.join(now)} generator states a last.pt saves")
@@ -228,7 +230,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     if cfg["channels_last"]:  # the uint8 NHWC crops already arrive as channels-last NCHW views
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
-    state = _restore(resume, model, optimizer, cfg) if resume else None
+    state = restore_state(resume, model, optimizer, cfg) if resume else None
     teacher = None
     if cfg["teacher"]:
         from edgefa.training.distill import Teacher
@@ -250,7 +252,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     # an exponential moving average of the weights is what gets validated and saved as best.pt
     ema = ModelEmaV3(model, decay=cfg["ema"], use_warmup=True) if cfg["ema"] else None
     if ema is not None and state is not None:
-        ema.module.load_state_dict(state["ema"])  # checked by _restore
+        ema.module.load_state_dict(state["ema"])  # checked by restore_state
     eval_model = ema.module if ema is not None else model
     surgery = PCGrad(optimizer, seed=cfg["seed"]) if cfg["pcgrad"] else None
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg["seed"],
@@ -259,6 +261,13 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     per_rank = cfg["batch_size"] // world if world > 1 else cfg["batch_size"]
     steps_per_epoch = max(1, math.ceil(len(train_set) / world / per_rank))
     predictor = TorchPredictor(eval_model, fm, cfg["name"], device)
+    # built once: persistent workers keep their decoded state between epochs; the epoch reaches them
+    # through TrainSet's shared-memory counter, the order through the generator reseeded below
+    workers = cfg["data"]["workers"]
+    loader = DataLoader(train_set, batch_size=per_rank, shuffle=sampler is None, sampler=sampler,
+                        generator=generator, num_workers=workers, drop_last=len(train_set) > per_rank,
+                        worker_init_fn=single_thread_worker, persistent_workers=workers > 0,
+                        pin_memory="cuda" in device)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg["epochs"]):
         for part in parts:
@@ -266,9 +275,6 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
         generator.manual_seed(cfg["seed"] * 1000 + epoch)  # the epoch's order does not depend on resuming
         if sampler is not None:
             sampler.set_epoch(epoch)
-        loader = DataLoader(train_set, batch_size=per_rank, shuffle=sampler is None, sampler=sampler,
-                            generator=generator, num_workers=cfg["data"]["workers"],
-                            drop_last=len(train_set) > per_rank, worker_init_fn=single_thread_worker)
         if epoch_hook is not None:
             epoch_hook(model, epoch)
         net.train()
@@ -278,7 +284,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
             lr = lr_at(epoch + step / steps_per_epoch, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images = batch["image"].to(device)
+            images = batch["image"].to(device, non_blocking=True)
             teacher_raw = teacher(images) if teacher is not None else None
             outputs = net(to_model_input(images, model))
             aux = outputs if isinstance(outputs, dict) else None  # training-only outputs (query decoder, dense)
@@ -324,7 +330,7 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
                 save_checkpoint(out / "best.pt", eval_model, fm, **extra)
             if ema is not None:
                 extra["ema"] = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
-            save_checkpoint(out / "last.pt", model, fm, optimizer=optimizer.state_dict(), rng=_rng_state(),
+            save_checkpoint(out / "last.pt", model, fm, optimizer=optimizer.state_dict(), rng=rng_state(),
                             best=best, **extra)
     summary = {"best_val_nme": best, "history": history, "output": str(out), "world_size": world}
     if init_digest:

@@ -61,7 +61,11 @@ def _check_pixels(path: Path, width: int, height: int) -> None:
 def read_image(path: str | Path) -> np.ndarray:
     """An 8-bit 3-channel image as BGR uint8 (H, W, 3); anything else is an EdgefaError."""
     path = Path(path)
-    data = read_regular_bytes(path, "image")  # a FIFO named x.jpg would block a plain read forever
+    return decode_image(read_regular_bytes(path, "image"), path)  # a FIFO named x.jpg would block a plain read
+
+
+def decode_image(data: bytes, path: str | Path) -> np.ndarray:
+    """``read_image`` for bytes already read (``path`` names them in errors, e.g. ``blob.bin[12]``)."""
     if not data:
         raise EdgefaError(f"{path}: empty file")
     # OpenCV decodes a truncated JPEG/PNG into a half-grey image with only a warning; catch it first

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Training on a lent GPU machine (the `run` tool: one H200 or H100, 15 minutes of device time in all,
+# at most 10 minutes a command, 64 MiB travelling: the tracked tree plus `carry`, 8 files of 16 MiB back).
+#
+# 1. Here, once:   benchmarks/device_train.sh prepare
+#    packs aflw-train (WebP q60 in one blob, ~32 MiB), the compact refined labels (~8 MiB), bfm68 and
+#    the mb05 teacher into .pack/ (git-ignored) and checks that tree + pack fit the 64 MiB.
+# 2. There, as the run tool's command, with carry [".pack"] (PYTHONPATH=. : the repo is not installed):
+#      bash benchmarks/device_train.sh run BUDGET_SECONDS GROUP [key=value ...]
+#    GROUP  refined : the refined-label recipe on every backbone (no teacher; EMA), full schedules
+#           distill : the six batch-128 distillation recipes (mobilenetv3-small/large, mobilenetv2,
+#                     mobilevit-xs, mobilevitv2-100, mobile-frnet), one mb05 forward serving all
+#           heads   : query-decoder and multitask-mobilevit-s (PCGrad; heavier: a command of its own)
+#           prune   : the compression study's pruning stages of runs/SOURCE/best.pt (SOURCE in $SOURCES),
+#                     through benchmarks/compression.py --train-only (QAT and exports stay on the CPU machine)
+#    Every recipe of the group trains in one process (edgefa.training.device_trainer): a 20 s probe
+#    times each model, the recipes whose full schedules fit BUDGET_SECONDS run, the rest are named as
+#    left out. Each best checkpoint comes back as fp16 .safetensors in $OUT with device-train.json
+#    (plan, step times, histories) and the log; start the next stage here with init=$OUT/NAME.safetensors
+#    or evaluate with `edgefa eval --model ...` after `python -m edgefa.training.publish`.
+# Trying it on a CPU first (tiny): OUT=/tmp/o EDGEFA_SHARED=.pack bash benchmarks/device_train.sh run 120 refined \
+#      epochs=1 "data.train=aflw-train:.pack/data/aflw-train,split=train,n=256,labels=.pack/data/aflw-train/labels.npz" \
+#      "data.val=aflw-train:.pack/data/aflw-train,split=val,n=64" device=cpu data.workers=2
+set -euo pipefail
+cmd=${1:?prepare | run BUDGET GROUP}
+shift
+PY=${PYTHON:-python3}
+if [[ $cmd == prepare ]]; then
+  labels=${LABELS:-runs/labels/aflw-train.npz}
+  [[ -d .pack ]] || "$PY" -m edgefa.training.pack_data .pack --labels "$labels"
+  tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+  pack=$(du -cb .pack | tail -1 | cut -f1)
+  echo "tracked tree $((tree / 1048576)) MiB + .pack $((pack / 1048576)) MiB = $(((tree + pack) / 1048576)) MiB (limit 64)"
+  (( tree + pack <= 64 * 1048576 )) || { echo "device_train: over 64 MiB: drop binaries or lower the WebP quality" >&2; exit 2; }
+  exit 0
+fi
+[[ $cmd == run ]] || { echo "device_train: unknown command '$cmd' (prepare | run)" >&2; exit 2; }
+budget=${1:?budget seconds}
+group=${2:?group: refined | distill | heads | prune}
+shift 2
+out=${OUT:?OUT: the folder whose files come back}
+export EDGEFA_SHARED=${EDGEFA_SHARED:-.pack} PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1
+workers=$(( $(nproc) > 2 ? $(nproc) - 1 : 1 ))
+labels="labels={shared}/data/aflw-train/labels.npz"
+common=(data.workers=$workers)
+case $group in
+  refined)  # the refined-label recipe (mobilenetv3-small-refined.yaml) with each backbone
+    configs=()
+    for m in mobilenetv3_small_100 mobilenetv3_large_100 mobilenetv2_100 mobilevit_xs mobilevitv2_100 mobile_frnet; do
+      configs+=(--config "training/configs/mobilenetv3-small-refined.yaml model.name=$m name=refined-${m//_/-}")
+    done
+    common+=("data.train=aflw-train:{shared}/data/aflw-train,split=train,$labels") ;;
+  distill) configs=(); for r in mobilenetv3-small mobilenetv3-large mobilenetv2 mobilevit-xs mobilevitv2-100 mobile-frnet; do
+             configs+=(--config "training/configs/$r.yaml"); done ;;
+  heads) configs=(--config training/configs/query-decoder.yaml --config training/configs/multitask-mobilevit-s.yaml) ;;
+  prune)
+    for s in ${SOURCES:?SOURCES: runs/NAME folders of the sources}; do
+      "$PY" benchmarks/compression.py run --source "$s/best.pt" -o "runs/compression/$(basename "$s")" --stages p50 \
+        --method taylor --workers "$workers" --train-only --quiet "$@" >> "$out/prune.log" 2>&1
+    done
+    exit 0 ;;
+  *) echo "device_train: unknown group '$group' (refined | distill | heads | prune)" >&2; exit 2 ;;
+esac
+"$PY" -m edgefa.training.device_trainer "${configs[@]}" --budget "$budget" --weights-out "$out" "${common[@]}" \
+  "$@" 2>&1 | tee "$out/device-train.log"
+nvidia-smi --query-gpu=name,memory.used --format=csv >> "$out/device-train.log" 2>&1 || true
