@@ -6,8 +6,9 @@ Image differences measured on 64 aflw-train val crops (colour 0.3, blur 0.5, occ
 - the blur alone: max 1, on ~3 % of pixels (cv2's 8-bit blur has a fixed-point kernel);
 - colour after the warp: contrast x saturation (up to 1.69) turns a warp rounding step of 1 into 2
   on 0.0004 % of pixels;
-- occluders: cv2 fills a polygon, here the implicit ellipse: they differ on the boundary only.
-Outside a 1-px band around the occluder boundary: max 2, 99.9th percentile 1, more than 1 grey
+- occluders: rectangles match exactly; for ellipses cv2 fills a polygon, here the implicit
+  equation: they differ on the boundary only.
+Outside a 1-px band around the ellipses' boundary: max 2, 99.9th percentile 1, more than 1 grey
 level on 3e-6 of the pixels. So the strict bound (<= 1) holds for the geometry alone and for all
 but 1e-4 of the pixels with colour, never more than 2. On the batches below: max 1, any difference
 on 0.002 % (geometry) / 0.6 % (photometric, synthetic and real) of the pixels; the bound of 2 % on
@@ -88,9 +89,10 @@ def _cases(dataset, fm, cfg: AugmentConfig, photometric: bool):
 
 
 def _occluder_band(draw: dict, reach: int = 1) -> np.ndarray:
-    """(S, S, 3) pixels within ``reach`` px of the cv2 occluder's boundary, the boundary continued
-    past the image edge (drawn on a canvas ``reach`` px larger all round)."""
-    if not draw["occluded"]:
+    """(S, S, 3) pixels within ``reach`` px of the boundary of cv2's ellipse occluder, the boundary
+    continued past the image edge (drawn on a canvas ``reach`` px larger all round). Rectangles
+    must match to the pixel: no band."""
+    if not draw["occluded"] or draw["occluder_rect"]:
         return np.zeros((SIZE, SIZE, 3), bool)
     x, y, w, h = draw["occluder_box"]
     shifted = dict(draw, occluder_box=np.array([x + reach, y + reach, w, h]), occluder_colour=np.full(3, 255))
