@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgefa.data.aflw_train import AFLW21_TO_68
 from edgefa.data.base import original_to_crop
 from edgefa.data.registry import create_dataset
 from edgefa.facemodel import geometry as g
@@ -64,6 +65,9 @@ def _cases(dataset, fm, cfg: AugmentConfig, photometric: bool):
         box = np.asarray(s["roi_box"], dtype=np.float64)[None]
         for key in ("pts68", "pts21"):
             s[key] = original_to_crop(s[key][None], box, SIZE)[0].astype(np.float32)
+        if np.isnan(s["pts21"]).all():  # synthetic faces: the AFLW points that have a 68-point twin
+            s["pts21"] = np.stack([s["pts68"][j, :2] if j is not None else (np.nan, np.nan)
+                                   for j in AFLW21_TO_68.values()]).astype(np.float32)
         if not np.isfinite(s["params"]).all():  # aflw-train without a labels file
             s["params"] = _fake_params(fm, rng, yaw=25.0)
             s["pts68"] = g.landmarks(s["params"].astype(np.float64), fm).astype(np.float32)
@@ -169,9 +173,14 @@ def test_augment_batch_never_reads_tensor_data():
 def test_cuda_matches_cpu_without_host_sync():
     batch, cfg, draw = _batch_on("cpu")
     cpu = augment_batch(batch, SIZE, cfg, draw)
+    batch, draw = ({k: v.cuda() for k, v in x.items()} for x in (batch, draw))
+    augment_batch(batch, SIZE, cfg, draw)  # the first call copies the flip permutations over
+    generator = torch.Generator("cuda").manual_seed(0)
+    torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        cuda = augment_batch({k: v.cuda() for k, v in batch.items()}, SIZE, cfg, {k: v.cuda() for k, v in draw.items()})
+        cuda = augment_batch(batch, SIZE, cfg, draw)
+        augment_batch(batch, SIZE, cfg, draw_batch(4, cfg, SIZE, generator, device="cuda"))
     finally:
         torch.cuda.set_sync_debug_mode("default")
     for key in ("pts68", "pts21", "pose", "params"):

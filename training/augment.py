@@ -139,6 +139,13 @@ def warp_pose_angles(pose, mat, flip, size: int):
     scale = xp.sqrt(xp.abs(_det2(a)))
     mirror = xp.broadcast_to(_mirror_sign(flip, scale), scale.shape)
     rotated = xp.abs(xp.atan2(a[..., 1, 0], mirror * a[..., 0, 0])) > 1e-9
+    known = xp.all(xp.isfinite(pose), axis=-1)
+    # partial pose: a mirror negates yaw, scale/shift keep it, a rotation loses it
+    nan = xp.full_like(scale, xp.nan)
+    yaw = xp.where(~rotated & xp.isfinite(pose[..., 0]), mirror * pose[..., 0], nan)
+    partial = xp.stack([yaw, nan, nan], axis=-1)
+    if is_numpy_array(pose) and not np.any(known):  # nothing to rotate (a shortcut a tensor would sync on)
+        return xp.astype(partial[0] if single else partial, xp.float32)
     # full pose: rotate the head rotation in the image plane (u-space: D A D / scale), mirror x
     zero, one = xp.zeros_like(scale), xp.ones_like(scale)
     in_plane = xp.stack([xp.stack([a[..., 0, 0] / scale, -a[..., 0, 1] / scale, zero], axis=-1),
@@ -146,11 +153,7 @@ def warp_pose_angles(pose, mat, flip, size: int):
                          xp.stack([zero, zero, one], axis=-1)], axis=-2)
     new = in_plane @ euler_to_rotation(pose) * xp.stack([mirror, one, one], axis=-1)[..., None, :]
     full = pose_matrix_to_euler(xp.concat([new, xp.zeros_like(new[..., :1])], axis=-1))
-    # partial pose: a mirror negates yaw, scale/shift keep it, a rotation loses it
-    nan = xp.full_like(scale, xp.nan)
-    yaw = xp.where(~rotated & xp.isfinite(pose[..., 0]), mirror * pose[..., 0], nan)
-    partial = xp.stack([yaw, nan, nan], axis=-1)
-    out = xp.astype(xp.where(xp.all(xp.isfinite(pose), axis=-1)[..., None], full, partial), xp.float32)
+    out = xp.astype(xp.where(known[..., None], full, partial), xp.float32)
     return out[0] if single else out
 
 
@@ -166,9 +169,14 @@ def color_jitter(image, saturation, contrast, brightness, tint, channel_axis: in
     def per_image(v):
         return xp.reshape(v, (*v.shape, 1, 1, 1))
 
+    def channel(i):
+        index = [slice(None)] * image.ndim
+        index[channel_axis] = slice(i, i + 1)
+        return image[tuple(index)]
+
     per_channel = [1, 1, 1]
     per_channel[channel_axis] = 3
-    gray = xp.mean(image, axis=channel_axis, keepdims=True)
+    gray = (channel(0) + channel(1) + channel(2)) / 3  # the channel mean; a reduction over 3 is slow
     img = gray + (image - gray) * per_image(saturation)
     mean = xp.mean(img, axis=(-3, -2, -1), keepdims=True)
     img = (img - mean) * per_image(contrast) + mean

@@ -16,6 +16,7 @@ occluder mask. Images match the cv2 path to cv2's fixed-point rounding (see the 
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -56,8 +57,9 @@ def stack_draws(draws: list[dict], device=None) -> dict[str, torch.Tensor]:
 
 def draw_batch(n: int, cfg: AugmentConfig, size: int, generator: torch.Generator,
                device=None) -> dict[str, torch.Tensor]:
-    """``draw_augment``'s distributions for ``n`` samples, drawn from ``generator`` (on its own
-    device; one on ``device`` avoids a copy) and returned on ``device``."""
+    """``draw_augment``'s distributions for ``n`` samples, drawn from ``generator`` on its own
+    device and returned on ``device``. Inside a CUDA step pass a CUDA generator: drawing on the
+    host and copying would wait for the device."""
     def rand(*shape):
         return torch.rand(n, *shape, generator=generator, device=generator.device, dtype=torch.float64)
 
@@ -96,6 +98,7 @@ def augment_batch(batch: dict, size: int, cfg: AugmentConfig, draw: dict) -> dic
     params (B, 62), mirror_params (B, 62), mirror_pts68 (B, 68, 3) float, crop pixels, NaN where
     unknown. ``draw``: from ``draw_batch`` or ``stack_draws``. Returns image (uint8, same layout),
     pts68, pts21, pose, params (float32), what TrainSet yields after ``augment_sample``.
+    Everything is moved to the image's device: have it there already, a copy from the host waits.
     """
     image = batch["image"]
     dev = image.device
@@ -117,11 +120,16 @@ def augment_batch(batch: dict, size: int, cfg: AugmentConfig, draw: dict) -> dic
     return out
 
 
+@functools.cache
+def _flip_indices(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """FLIP_68, FLIP_21 on ``device``, copied there once: a host-to-device copy per batch would
+    wait for the device."""
+    return torch.as_tensor(FLIP_68, device=device), torch.as_tensor(FLIP_21, device=device)
+
+
 def _warp_labels(labels: dict, params: torch.Tensor, mat, straight, flip, size: int) -> dict:
     """The label branches of apply_augment, chosen per sample with torch.where."""
-    dev = flip.device
-    flip68 = torch.as_tensor(FLIP_68, device=dev)
-    flip21 = torch.as_tensor(FLIP_21, device=dev)
+    flip68, flip21 = _flip_indices(flip.device)
     with_mirror = flip & torch.isfinite(labels["mirror_params"]).all(dim=-1)
     per_points = flip[:, None, None]
 
@@ -178,7 +186,8 @@ def _gaussian_blur(img: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     sigma = sigma.to(torch.float64)[:, None]
     radius = cv_gaussian_ksize(sigma) // 2
     kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2)) * (taps.abs() <= radius)
-    kernel = (kernel / kernel.sum(dim=-1, keepdim=True)).to(img.dtype).repeat_interleave(c, dim=0)
+    kernel = (kernel / kernel.sum(dim=-1, keepdim=True)).to(img.dtype)
+    kernel = kernel[:, None, :].expand(n, c, kernel.shape[-1]).reshape(n * c, -1)  # one per channel
     x = F.pad(img.reshape(1, n * c, h, w), (reach,) * 4, mode="reflect")  # torch's reflect = REFLECT_101
     x = F.conv2d(x, kernel[:, None, None, :], groups=n * c)
     x = F.conv2d(x, kernel[:, None, :, None], groups=n * c)
