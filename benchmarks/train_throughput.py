@@ -13,7 +13,6 @@ batch size / mean seconds per step. The recipe is the refined one (refined label
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

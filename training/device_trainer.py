@@ -378,7 +378,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue each recipe from its output's last.pt")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
     try:
         recipes = [shlex.split(arg) for arg in args.config]
         cfgs = [load_config(path, [*args.overrides, *own]) for path, *own in recipes]
