@@ -2,6 +2,9 @@
 
 Parameter losses take *whitened* 62-vectors (the network output space, ``geometry.whiten``) and a
 ``FaceModel``; landmark losses take point tensors (B, N, D) in any consistent unit (crop pixels).
+Losses with a ``reduction`` argument return the batch mean ("mean", the default) or one value per
+sample ("none", shape (B,)) whose mean is that batch mean (``reduce_batch``): a caller masking out
+unlabelled samples averages those instead of indexing the batch (no host sync on a GPU).
 ``build_loss(name, **kw)`` turns a config name into a callable.
 """
 from __future__ import annotations
@@ -26,6 +29,18 @@ from edgefa.facemodel.geometry import (
 )
 
 T_Z = 11  # index of the z translation in the 62 parameters
+REDUCTIONS = ("mean", "none")
+
+
+def reduce_batch(values: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Elementwise loss values (B, ...) -> their mean ("mean") or each sample's mean (B,) ("none").
+
+    Every sample has as many elements, so the mean of the per-sample means is the batch mean."""
+    if reduction == "mean":
+        return values.mean()
+    if reduction == "none":
+        return values.reshape(values.shape[0], -1).mean(dim=1)
+    raise unknown_name_error("reduction", reduction, REDUCTIONS)
 
 
 def _vertices(params_raw: torch.Tensor, fm: FaceModel, dense_index: np.ndarray | None = None) -> torch.Tensor:
@@ -76,7 +91,8 @@ def wpdc_weights(pred_w, target_w, fm: FaceModel, resample: int = 0, normalize: 
 
 
 def wpdc_loss(pred_w, target_w, fm: FaceModel, resample: int = 0, normalize: str = "sum",
-              ignore_tz: bool = False, eps: float = 1e-6, generator: torch.Generator | None = None):
+              ignore_tz: bool = False, eps: float = 1e-6, generator: torch.Generator | None = None,
+              reduction: str = "mean"):
     """Weighted Parameter Distance Cost (Zhu et al., "Face Alignment Across Large Poses: A 3D Solution", CVPR 2016
     cost functions; 3DDFA's WPDCLoss code).
 
@@ -90,25 +106,31 @@ def wpdc_loss(pred_w, target_w, fm: FaceModel, resample: int = 0, normalize: str
         normalize="max" (3DDFA code): w~ = w / max(w); loss = mean_{b,i} w~_i (pred_w_i - target_w_i)^2.
     ``eps`` (1e-6, as in 3DDFA) keeps the weights defined when pred == target. ``ignore_tz=True`` sets
     w_11 = 0 like 3DDFA's code (its labels leave the z translation undefined); the default keeps it,
-    since edgefa's labels do define t_z.
+    since edgefa's labels do define t_z. ``reduction``: see ``reduce_batch``.
     """
     w = wpdc_weights(pred_w, target_w, fm, resample, normalize, ignore_tz, eps, generator)
     sq = w * (pred_w - target_w) ** 2
-    return sq.sum(dim=1).mean() if normalize == "sum" else sq.mean()
+    return reduce_batch(sq.sum(dim=1) if normalize == "sum" else sq, reduction)
 
 
-def vdc_loss(pred_w, target_w, fm: FaceModel, dense: bool = False, ignore_tz: bool = False):
+def vdc_loss(pred_w, target_w, fm: FaceModel, dense: bool = False, ignore_tz: bool = False,
+             reduction: str = "mean"):
     """Vertex Distance Cost (3DDFA, Zhu et al. CVPR 2016 cost functions): E = ||V(p_pred) - V(p_target)||^2, here as
         loss = mean_b (1/N) sum_n || v_n(pred) - v_n(target) ||_2^2     (squared Euclidean, crop pixels^2)
     over the 68 landmarks (all dense vertices if ``dense``), on de-whitened params. (3DDFA's code
     averages over coordinates too, i.e. 1/3 of this.) ``ignore_tz`` copies the target t_z into the
-    prediction, as 3DDFA's code does.
+    prediction, as 3DDFA's code does. ``reduction``: see ``reduce_batch``.
     """
     pred_raw, target_raw = dewhiten(pred_w, fm), dewhiten(target_w, fm)
     if ignore_tz:
         pred_raw = torch.cat([pred_raw[:, :T_Z], target_raw[:, T_Z:T_Z + 1], pred_raw[:, T_Z + 1:]], dim=1)
     vp, vt = landmarks(pred_raw, fm, dense=dense), landmarks(target_raw, fm, dense=dense)
-    return ((vp - vt) ** 2).sum(dim=-1).mean()
+    return reduce_batch(((vp - vt) ** 2).sum(dim=-1), reduction)
+
+
+def param_l2_loss(pred_w, target_w, reduction: str = "mean"):
+    """Plain mean squared error of the whitened parameters; ``reduction``: see ``reduce_batch``."""
+    return reduce_batch((pred_w - target_w) ** 2, reduction)
 
 
 def _wing(x: torch.Tensor, w: float, eps: float) -> torch.Tensor:
@@ -117,24 +139,24 @@ def _wing(x: torch.Tensor, w: float, eps: float) -> torch.Tensor:
     return torch.where(ax < w, w * torch.log1p(ax / eps), ax - c)
 
 
-def wing_loss(pred, target, w: float = 10.0, eps: float = 2.0):
+def wing_loss(pred, target, w: float = 10.0, eps: float = 2.0, reduction: str = "mean"):
     """Wing loss (Feng et al., CVPR 2018; defaults w=10, eps=2), elementwise on x = pred - target:
         wing(x) = w ln(1 + |x|/eps)  if |x| < w,   |x| - C otherwise,   C = w - w ln(1 + w/eps);
-    mean over all elements.
+    mean over all elements (``reduction``: see ``reduce_batch``).
     """
-    return _wing(pred - target, w, eps).mean()
+    return reduce_batch(_wing(pred - target, w, eps), reduction)
 
 
 def wing_mse_loss(pred, target, w1: float = 1.5, w2: float = 0.5, wing_w: float = 10.0, wing_eps: float = 2.0,
-                  mse_index=None):
+                  mse_index=None, reduction: str = "mean"):
     """Hybrid Wing + MSE (Basak et al., dense-520 landmarks, Sec. 3.2, Eq. 2): L = w1 * Wing + w2 * MSE,
     w1 = 1.5, w2 = 0.5 (paper). Wing as in ``wing_loss``, MSE = mean of squared elementwise errors.
     The text quotes Wing's w=15, eps=3; the authors' training code uses WingLoss() = (10, 2), the default
     here. Their code applies MSE to the 68-keypoint subset of the 520 points: pass those indices (into
-    the point axis -2) as ``mse_index``; None = all points.
+    the point axis -2) as ``mse_index``; None = all points. ``reduction``: see ``reduce_batch``.
     """
     p, t = (pred, target) if mse_index is None else (pred[..., mse_index, :], target[..., mse_index, :])
-    return w1 * wing_loss(pred, target, wing_w, wing_eps) + w2 * F.mse_loss(p, t)
+    return w1 * wing_loss(pred, target, wing_w, wing_eps, reduction) + w2 * reduce_batch((p - t) ** 2, reduction)
 
 
 MULTITASK_WEIGHTS = {"landmarks": 1.0, "pose": 1.0, "params": 1.0}
@@ -176,13 +198,14 @@ def multitask_loss(pred: dict, target: dict, weights: dict | None = None, beta: 
 
 
 def euler_angle_loss(pred_w, target_w, fm: FaceModel, unit: str = "deg", beta: float = 1.0,
-                     target_angles=None):
+                     target_angles=None, reduction: str = "mean"):
     """Euler Angles Loss (Trans3DHead, Sec. 3.4.1, Eq. 7): L = SmoothL1(E_p - E_t), mean over angles and batch.
     E = (yaw, pitch, roll) from ``geometry.euler_angles`` on de-whitened params (pose_to_rotation +
     rotation_to_euler, differentiable; AFLW2000-3D convention). Differences are wrapped to
     (-180, 180] degrees so roll +179 vs -179 costs 2 degrees. ``unit`` ("deg" default, or "rad") is the
     unit SmoothL1 (``beta``) sees; the paper leaves it unstated. ``target_angles`` (B, 3, degrees, e.g.
-    AFLW2000-3D Pose_Para) replaces the target params' angles when given.
+    AFLW2000-3D Pose_Para) replaces the target params' angles when given. ``reduction``: see
+    ``reduce_batch``.
     """
     if unit not in ("deg", "rad"):
         raise unknown_name_error("angle unit", unit, ("deg", "rad"))
@@ -194,7 +217,7 @@ def euler_angle_loss(pred_w, target_w, fm: FaceModel, unit: str = "deg", beta: f
     diff = diff - 360.0 * torch.round(diff / 360.0)
     if unit == "rad":
         diff = diff * (math.pi / 180.0)
-    return F.smooth_l1_loss(diff, torch.zeros_like(diff), beta=beta)
+    return reduce_batch(F.smooth_l1_loss(diff, torch.zeros_like(diff), beta=beta, reduction="none"), reduction)
 
 
 LANDMARK_KINDS = ("wing", "l1", "l2")
@@ -250,5 +273,6 @@ def build_loss(name: str, **kw):
     return functools.wraps(fn)(functools.partial(fn, **kw))
 
 
-__all__ = ["LOSSES", "build_loss", "wpdc_loss", "wpdc_weights", "vdc_loss", "wing_loss", "wing_mse_loss",
-           "multitask_loss", "euler_angle_loss", "masked_landmark_loss"]
+__all__ = ["LOSSES", "REDUCTIONS", "build_loss", "reduce_batch", "wpdc_loss", "wpdc_weights", "vdc_loss",
+           "param_l2_loss", "wing_loss", "wing_mse_loss", "multitask_loss", "euler_angle_loss",
+           "masked_landmark_loss"]

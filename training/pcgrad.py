@@ -60,18 +60,22 @@ class PCGrad:
         return params
 
     def project(self, grads: torch.Tensor) -> torch.Tensor:
-        """(T, N) flat task gradients -> (T, N) projected gradients (Algorithm 1 of the paper)."""
+        """(T, N) flat task gradients -> (T, N) projected gradients (Algorithm 1 of the paper).
+
+        Whether g_i and g_j conflict is decided on the device (torch.where, both outcomes computed),
+        not by an ``if`` on a tensor, so the host never waits for a GPU; a zero g_j never conflicts.
+        The task order comes from the CPU generator, which needs no device value."""
         projected = grads.clone()
         n_tasks = grads.shape[0]
         sq_norms = (grads * grads).sum(dim=1)
         for i in range(n_tasks):
             g = projected[i]
             for j in torch.randperm(n_tasks, generator=self.generator).tolist():
-                if j == i or sq_norms[j] == 0:
+                if j == i:
                     continue
                 dot = torch.dot(g, grads[j])
-                if dot < 0:
-                    g -= (dot / sq_norms[j]) * grads[j]
+                conflict = (dot < 0) & (sq_norms[j] != 0)
+                g.copy_(torch.where(conflict, g - (dot / sq_norms[j]) * grads[j], g))
         return projected
 
     def pc_backward(self, losses: list[torch.Tensor]) -> list[torch.Tensor]:

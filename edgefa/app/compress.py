@@ -34,7 +34,7 @@ def _taylor_loss(cfg: dict, face_model, n: int):
     from edgefa.data.registry import create_dataset
     from edgefa.predictor import to_model_input
     from edgefa.training.data import TrainSet
-    from edgefa.training.objectives import loss_terms, weighted
+    from edgefa.training.objectives import label_masks, loss_terms, weighted
 
     spec = cfg["data"]["train"]
     spec = spec[0] if isinstance(spec, list) else spec
@@ -43,14 +43,16 @@ def _taylor_loss(cfg: dict, face_model, n: int):
     data = TrainSet(dataset, None, cfg["seed"], keep_params=own == face_model.name)
     idx = np.linspace(0, len(data) - 1, min(n, len(data))).round().astype(int)
     batch = {k: torch.stack([data[int(i)][k] for i in idx]) for k in data[0]}
+    # loss_terms returns each weighted term even when no sample has its label (as 0): ask the labels
+    labelled = [k for k, have in label_masks(batch).items() if cfg["loss"].get(k) and bool(have.any())]
+    if not labelled:
+        raise EdgefaError(f"taylor pruning: data.train {spec} has no labels the loss weights use")
 
     def loss(model):
         model.train()  # BN in batch mode, like the trainer; torch-pruning copies are discarded after
         pred_w = model(to_model_input(batch["image"], model)).float()
         terms = loss_terms(pred_w, batch, face_model, cfg["loss"])
         model.eval()
-        if not terms:
-            raise EdgefaError(f"taylor pruning: data.train {spec} has no labels the loss weights use")
         return sum(weighted(terms, cfg["loss"], pred_w))
 
     return loss

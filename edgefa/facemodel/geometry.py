@@ -15,9 +15,10 @@ Conventions (3DDFA / 3DDFA-V2, see the shared data README):
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
-from array_api_compat import array_namespace, device, is_array_api_obj, is_numpy_array
+from array_api_compat import array_namespace, device, is_array_api_obj, is_numpy_array, is_torch_array
 
 from edgefa.facemodel.base import N_EXPR, N_POSE, N_SHAPE, FaceModel
 
@@ -30,8 +31,48 @@ def _array(x):
     return arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float32)
 
 
+# id(numpy array) -> (weak reference to it, {(dtype, device): torch tensor}). The weak reference
+# drops the entry when the array is collected, so an array that later gets the same id never sees
+# another's tensors, and temporary arrays (index results, slices) do not pile up.
+_TORCH_CONSTANTS: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def _forget(key: int, ref: weakref.ref) -> None:
+    entry = _TORCH_CONSTANTS.get(key)
+    if entry is not None and entry[0] is ref:  # not a newer array that has taken the id since
+        _TORCH_CONSTANTS.pop(key, None)
+
+
+def _torch_const(arr: np.ndarray, like):
+    """``arr`` as a torch tensor of ``like``'s dtype and device, made once per array, dtype and device:
+    losses read face-model data on every call, and a host->device copy each time stalls a GPU.
+    Face-model arrays are constants: an in-place change to one after its first use is not seen."""
+    import torch  # loaded already: ``like`` is a torch tensor
+
+    key = id(arr)
+    entry = _TORCH_CONSTANTS.get(key)
+    if entry is None or entry[0]() is not arr:
+        entry = (weakref.ref(arr, lambda ref, key=key: _forget(key, ref)), {})
+        _TORCH_CONSTANTS[key] = entry
+    tensors = entry[1]
+    slot = (like.dtype, like.device)
+    if slot not in tensors:
+        # copy=True: a CPU tensor sharing the array's memory would keep the array alive (never freed);
+        # inference_mode(False): a plain tensor, which a later training step may save for backward
+        with torch.inference_mode(False):
+            tensors[slot] = torch.asarray(arr, dtype=like.dtype, device=like.device, copy=True)
+    return tensors[slot]
+
+
 def _const(arr: np.ndarray, like):
-    """Face-model data (numpy) as an array of ``like``'s library, dtype and device."""
+    """Face-model data (numpy) as an array of ``like``'s library, dtype and device; cached for torch."""
+    if is_torch_array(like) and isinstance(arr, np.ndarray):
+        import torch
+
+        # only plain eager tensors: fake / functional tensors (torch.export) and torch.compile
+        # tracing must get their own constants, not ones that outlive the trace
+        if type(like) is torch.Tensor and not torch.compiler.is_compiling():
+            return _torch_const(arr, like)
     return array_namespace(like).asarray(arr, dtype=like.dtype, device=device(like))
 
 
