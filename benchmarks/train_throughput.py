@@ -3,9 +3,11 @@
     python benchmarks/train_throughput.py -o reports/train-throughput --device cpu
     python benchmarks/train_throughput.py -o $OUT/train-throughput --device cuda     # on a lent GPU
 
-Two paths feed the same step (``device_trainer.Student.step``: forward, the recipe's loss, backward,
-AdamW, EMA), so the difference between them is where augmentation runs:
-- ``loader``: ``edgefa train``'s pipeline, per-sample numpy/cv2 augmentation in DataLoader workers;
+Three data paths feed the same step (``device_trainer.Student.step``: forward, the recipe's loss,
+backward, AdamW, EMA), so the differences between them are where and how augmentation runs:
+- ``loader``: ``edgefa train``'s pipeline, per-sample numpy/cv2 augmentation in ``--workers`` DataLoader
+  worker processes;
+- ``inline``: the same per-sample augmentation in the training process itself (``data.workers=0``);
 - ``batched``: ``device_trainer``'s, the crops held as one tensor and a batch augmented in one call.
 Each is timed over ``--seconds`` after warm-up steps (start-up, autotuning) and reported as
 batch size / mean seconds per step. The recipe is the refined one (refined labels, no teacher).
@@ -70,7 +72,7 @@ def measure(cfg: dict, models: list[str], device: str, seconds: float, workers: 
         recipe = {**cfg, "model": {"name": name, "cfg": {}}, "init": None, "device": device}
         row = {"model": name, "batch": stream.batch_size}
 
-        def loader_batches():
+        def loader_batches(workers=workers):
             loader = DataLoader(train_set, batch_size=stream.batch_size, shuffle=True, drop_last=True,
                                 num_workers=workers, worker_init_fn=single_thread_worker, persistent_workers=False,
                                 pin_memory=device.startswith("cuda"))
@@ -81,7 +83,8 @@ def measure(cfg: dict, models: list[str], device: str, seconds: float, workers: 
             for _, batch, teacher_raw in stream.epoch(0):
                 yield batch, teacher_raw
 
-        for path, make in (("loader", loader_batches), ("batched", device_batches)):
+        for path, make in (("loader", loader_batches), ("inline", lambda: loader_batches(0)),
+                           ("batched", device_batches)):
             student = Student(recipe, fm, device, probe=True)
             step_s = _time_steps(student, _cycle(make), stream.steps, seconds, device)
             row[path] = round(stream.batch_size / step_s, 1)
@@ -101,14 +104,16 @@ def report(record: dict) -> str:
         "",
         f"Recipe `{RECIPE}` (refined labels, no teacher, EMA), batch {record['rows'][0]['batch']}, "
         f"{record['workers']} loader worker(s), each path timed for {record['seconds']:g} s after {WARMUP} warm-up steps. "
-        "`loader` is `edgefa train`'s data path (per-sample augmentation in DataLoader workers), `batched` "
-        "is `device_trainer`'s (one tensor of crops, a batch augmented in one call); both feed the same step.",
+        "`loader` is `edgefa train`'s data path (per-sample augmentation in DataLoader worker processes), "
+        "`inline` the same augmentation in the training process (`data.workers=0`), `batched` "
+        "`device_trainer`'s (one tensor of crops, a batch augmented in one call); all three feed the same step.",
         "",
-        "| model | loader (images/s) | batched (images/s) | batched / loader |",
-        "|---|---|---|---|",
+        "| model | loader (images/s) | inline (images/s) | batched (images/s) | batched / loader |",
+        "|---|---|---|---|---|",
     ]
     for row in record["rows"]:
-        lines.append(f"| {row['model']} | {row['loader']:.1f} | {row['batched']:.1f} | {row['batched'] / row['loader']:.2f}x |")
+        lines.append(f"| {row['model']} | {row['loader']:.1f} | {row['inline']:.1f} | {row['batched']:.1f} | "
+                     f"{row['batched'] / row['loader']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 

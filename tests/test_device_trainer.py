@@ -102,3 +102,19 @@ def test_plan_keeps_what_fits_in_order_and_shortens_the_first_when_nothing_does(
     kept, notes = plan(cfgs, _timing(a=0.05, b=0.05, c=0.5), steps=100, budget_s=50)
     assert [(c["name"], c["epochs"]) for c in kept] == [("a", 6)]  # floor(0.9 * 50 / 7)
     assert "shortened from 10 to 6" in notes[0] and cfgs[0]["epochs"] == 10  # the caller's recipe is untouched
+    with pytest.raises(EdgefaError, match="nothing left to train with"):
+        plan(cfgs, _timing(a=0.05, b=0.05, c=0.5), steps=100, budget_s=-5)
+
+
+def test_throughput_benchmark_times_every_path_and_writes_its_report(tmp_path):
+    from edgefa.benchmarks.train_throughput import main as throughput
+
+    out = tmp_path / "tp"
+    assert throughput(["-o", str(out), "--data", "synthetic:seed=0,n=48", "--models", "mobilenetv3_small_100",
+                       "--seconds", "0.2", "--batch", "16", "--workers", "1", "--device", "cpu"]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    row = record["rows"][0]
+    assert row["model"] == "mobilenetv3_small_100" and all(row[p] > 0 for p in ("loader", "inline", "batched"))
+    text = out.with_suffix(".md").read_text()
+    assert f"| mobilenetv3_small_100 | {row['loader']:.1f} | {row['inline']:.1f} | {row['batched']:.1f} |" in text
+    assert "Command: `python" in text and "batch 16" in text

@@ -283,6 +283,9 @@ def plan(cfgs: list[dict], timing: dict, steps: int, budget_s: float) -> tuple[l
             notes.append(f"{cfg['name']}: {cfg['epochs']} epochs (all together ~{need:.0f} s)")
         else:
             notes.append(f"{cfg['name']}: left out, the group would need ~{need:.0f} s of {budget_s:.0f}")
+    if not kept and budget_s <= 0:
+        raise EdgefaError(f"--budget: nothing left to train with after loading the data and the probe "
+                          f"({budget_s:.0f} s left); give a larger budget")
     if not kept:
         first = dict(cfgs[0])
         per_epoch = steps * (timing["shared_s"] + timing["step_s"][first["name"]]) + timing["val_s"]
