@@ -24,11 +24,12 @@ class Teacher:
         if not same:
             raise EdgefaError(f"teacher {spec}: its face model '{theirs.name}' differs from the student's "
                               f"'{face_model.name}'; set face_model to the teacher's (e.g. bfm68)")
-        self.param_mean = torch.as_tensor(theirs.param_mean)
-        self.param_std = torch.as_tensor(theirs.param_std)
+        # on the teacher's device once: a copy per batch would make every step wait for the GPU
+        self.param_mean = torch.as_tensor(theirs.param_mean, device=device)
+        self.param_std = torch.as_tensor(theirs.param_std, device=device)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """(B, S, S, 3) uint8 BGR on the teacher's device -> raw params (B, 62) float32, same device."""
         out = self.model(to_model_input(images, self.model)).float()
-        return out * self.param_std.to(out.device) + self.param_mean.to(out.device)
+        return out * self.param_std + self.param_mean
