@@ -3,7 +3,7 @@
 # at most 10 minutes a command, 64 MiB travelling: the tracked tree plus `carry`, 8 files of 16 MiB back).
 #
 # 1. Here, once:   benchmarks/device_train.sh prepare
-#    packs aflw-train (WebP q60 in one blob, ~32 MiB), the compact refined labels (~8 MiB), bfm68 and
+#    packs aflw-train (WebP q50 in one blob, 28 MiB), the compact refined labels (4 MiB), bfm68 and
 #    the mb05 teacher into .pack/ (git-ignored) and checks that tree + pack fit the 64 MiB.
 # 2. There, as the run tool's command, with carry [".pack"] (PYTHONPATH=. : the repo is not installed):
 #      bash benchmarks/device_train.sh run BUDGET_SECONDS GROUP [key=value ...]

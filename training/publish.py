@@ -43,7 +43,7 @@ def publish(checkpoint: str | Path, data: str = "aflw2000-3d", folder: Path = WE
               "training": {"command": state.get("command"), "epochs": state.get("epoch"),
                            "of_epochs": cfg.get("epochs"), "data": cfg.get("data", {}).get("train"),
                            "loss": cfg.get("loss"), "augment": cfg.get("augment"), "ema": cfg.get("ema"),
-                           "seed": cfg.get("seed"), "git_commit": state.get("git_commit"),
+                           "seed": cfg.get("seed"), "git_commit": state.get("git_commit"), "init": cfg.get("init"),
                            "val": state.get("metrics", {}).get("balanced_mean", float("nan"))},
               "licence": LICENCE,
               "published_with": f"python -m edgefa.training.publish {checkpoint} --data {unfill_shared(data)}"
@@ -87,6 +87,7 @@ def model_card(header: dict, path: Path, notes: str) -> str:
     lines += ["", "## Training", "",
               f"- command: `{t['command']}` (the best-validation checkpoint: epoch {t['epochs']} of a "
               f"{t['of_epochs']}-epoch run; seed {t['seed']}; edgefa commit {t['git_commit']} when saved)",
+              *([f"- started from: `{t['init']}` (the recipe's `init`)"] if t.get("init") else []),
               f"- data: {json.dumps(t['data'])}",
               f"- loss: {json.dumps(t['loss'])}; EMA {t['ema']}; augment {json.dumps(t['augment'])}",
               f"- validation NME (aflw-train val split, AFLW-21 points): {t['val']:.3f} %"]
