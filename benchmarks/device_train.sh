@@ -24,7 +24,7 @@
 set -euo pipefail
 cmd=${1:?prepare | run BUDGET GROUP}
 shift
-PY=${PYTHON:-python3}
+PY=${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}
 if [[ $cmd == prepare ]]; then
   labels=${LABELS:-runs/labels/aflw-train.npz}
   [[ -d .pack ]] || "$PY" -m edgefa.training.pack_data .pack --labels "$labels"
