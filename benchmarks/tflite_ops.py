@@ -1,0 +1,69 @@
+"""Which operators of a TFLite file run in int8 and which in float: a count per operator and input type.
+
+    python benchmarks/tflite_ops.py reports/models/*.tflite [-o reports/tflite-ops]
+
+An int8 file is only fast when its network stays int8 end to end: every QUANTIZE / DEQUANTIZE pair
+and every float operator between int8 ones is a fallback that XNNPACK runs in float, with a conversion
+on each side. The counts say where a file falls back (e.g. squeeze-excitation blocks left float).
+The in-graph post-processing (3DMM landmark and pose math) is float by design and is counted apart:
+operators after the network's last int8 operator.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from edgefa.benchmarks.machine import script_command
+from edgefa.fileio import atomic_write_bytes
+
+
+def op_table(path: str | Path) -> dict:
+    """Per operator (name, input element types): how many, split into network and post-processing."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    types = {t["index"]: t["dtype"].__name__ for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # the only listing LiteRT's Python API offers
+    rows = [(op["op_name"], "/".join(sorted({types[i] for i in op["inputs"] if i >= 0 and i in types})))
+            for op in ops]
+    last_int8 = max((i for i, (_, t) in enumerate(rows) if "int8" in t.split("/")), default=-1)
+    network, post = Counter(rows[:last_int8 + 1]), Counter(rows[last_int8 + 1:])
+    fallbacks = sum(n for (name, t), n in network.items() if name in ("QUANTIZE", "DEQUANTIZE")
+                    or ("float32" in t and "int8" not in t))
+    return {"file": str(path), "ops": len(rows), "network": network, "post": post, "float_in_network": fallbacks}
+
+
+def to_markdown(tables: list[dict], command: str) -> str:
+    lines = ["# Operators of the TFLite files: int8 or float", "", f"Command: `{command}`", ""]
+    for t in tables:
+        lines += [f"## `{Path(t['file']).name}`", "",
+                  f"{t['ops']} operators; in the network (up to its last int8 operator) "
+                  f"{t['float_in_network']} are float or conversions.", "",
+                  "| operator | input types | network | post-processing |", "|---|---|---:|---:|"]
+        for key in sorted(set(t["network"]) | set(t["post"]), key=lambda k: (-t["network"].get(k, 0), k)):
+            lines.append(f"| {key[0]} | {key[1]} | {t['network'].get(key, 0)} | {t['post'].get(key, 0)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+")
+    parser.add_argument("-o", "--output", help="write OUTPUT.md")
+    args = parser.parse_args(argv)
+    missing = [f for f in args.files if not Path(f).is_file()]
+    if missing:
+        print(f"tflite_ops: error: {missing[0]}: no such file", file=sys.stderr)
+        return 2
+    tables = [op_table(f) for f in args.files]
+    text = to_markdown(tables, script_command(argv))
+    if args.output:
+        atomic_write_bytes(Path(args.output).with_suffix(".md"), text.encode())
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""benchmarks/tflite_ops.py: where an int8 TFLite file falls back to float."""
+import pytest
+
+pytest.importorskip("ai_edge_litert")
+
+from edgefa.benchmarks.tflite_ops import main, op_table  # noqa: E402
+
+SE_NET = "reports/models/mobilenetv3-small-int8.tflite"  # squeeze-excitation + hard-swish
+RELU_NET = "reports/models/mb05-refined-int8.tflite"  # plain ReLU MobileNet-V1
+
+
+def test_counts_split_the_network_from_the_float_post_processing():
+    se, relu = op_table(SE_NET), op_table(RELU_NET)
+    for t in (se, relu):
+        assert sum(t["network"].values()) + sum(t["post"].values()) == t["ops"]
+        assert any(name == "ATAN2" for name, _ in t["post"])  # the pose angles: post-processing, float
+        assert not any(name == "ATAN2" for name, _ in t["network"])
+        assert any("int8" in types for _, types in t["network"])
+    # the SE network leaves blocks in float, each wrapped in conversions; the ReLU network does not
+    assert se["float_in_network"] > 10 * max(1, relu["float_in_network"])
+    assert se["network"][("DEQUANTIZE", "int8")] > relu["network"].get(("DEQUANTIZE", "int8"), 0)
+
+
+def test_cli_writes_markdown_and_refuses_a_missing_file(tmp_path, capsys):
+    assert main([RELU_NET, "-o", str(tmp_path / "ops")]) == 0
+    text = (tmp_path / "ops.md").read_text()
+    assert "`mb05-refined-int8.tflite`" in text and "| CONV_2D |" in text
+    capsys.readouterr()
+    assert main([str(tmp_path / "none.tflite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "none.tflite: no such file" in err and len(err.splitlines()) == 1
