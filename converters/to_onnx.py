@@ -1,12 +1,14 @@
 """ONNX: dynamo export (opset 20, dynamic batch, one file) -> onnxslim -> onnx.checker; fp16 via
-onnxruntime's float16 converter (float I/O kept); int8 as static QDQ, calibrated, the better of
-NNCF and onnxruntime ``quantize_static`` kept. Runs in onnxruntime with pinned threads."""
+onnxruntime's float16 converter (float I/O kept); int8 as static QDQ, calibrated (``Int8Settings``:
+NNCF with the final linear layer kept float by default, chosen by ``benchmarks/onnx_int8_study.py``).
+Runs in onnxruntime with pinned threads."""
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,6 @@ import torch
 
 from edgefa.errors import EdgefaError
 from edgefa.runtime.formats import INPUT_NAME
-from edgefa.runtime.onnx import session
 
 OPSET = 20
 
@@ -136,9 +137,102 @@ def _quiet():
             lg.setLevel(level)
 
 
-# how each quantizer sets activation ranges (recorded in edgefa.calibration)
-CALIBRATION_METHOD = {"nncf": "NNCF MinMax (activations: mean of per-crop min/max; fast bias correction)",
-                      "onnxruntime": "onnxruntime quantize_static MinMax (activations: min/max over all crops)"}
+@dataclass(frozen=True)
+class Int8Settings:
+    """How an int8 ONNX file is quantized. ``benchmarks/onnx_int8_study.py`` measures the choices
+    (``reports/onnx-int8.md``); ``DEFAULT_INT8`` is the one it chose on the aflw-train val split."""
+
+    quantizer: str = "nncf"  # nncf | onnxruntime
+    activations: str = "int8"  # onnxruntime: int8 | uint8 (NNCF picks the signedness per tensor)
+    weights: str = "int8"  # onnxruntime: int8 | uint8
+    per_channel: bool = True  # weights
+    depthwise_per_channel: bool = True  # NNCF: depthwise conv inputs per channel (onnxruntime: always per tensor)
+    reduce_range: bool = False  # 7-bit weights (onnxruntime reduce_range; NNCF: overflow fix on every layer)
+    method: str = "mean_minmax"  # nncf: mean_minmax | minmax; onnxruntime: minmax | entropy | percentile
+    percentile: float = 99.99
+    fast_bias_correction: bool = True  # NNCF; False: full bias correction
+    float_parts: tuple[str, ...] = ()  # network parts kept float: see FLOAT_PARTS
+
+    def check(self) -> Int8Settings:
+        methods = {"nncf": ("mean_minmax", "minmax"), "onnxruntime": ("minmax", "entropy", "percentile")}
+        if self.quantizer not in methods or self.method not in methods[self.quantizer]:
+            raise EdgefaError(f"ONNX int8: quantizer {self.quantizer!r} with method {self.method!r} is not one of "
+                              + "; ".join(f"{q}: {', '.join(m)}" for q, m in methods.items()))
+        if self.quantizer == "nncf" and (self.activations, self.weights) != ("int8", "int8"):
+            raise EdgefaError("ONNX int8: NNCF sets activation / weight types itself; use the onnxruntime quantizer")
+        unknown = set(self.float_parts) - set(FLOAT_PARTS)
+        if unknown:
+            raise EdgefaError(f"ONNX int8: unknown float part(s) {', '.join(sorted(unknown))} "
+                              f"(known: {', '.join(FLOAT_PARTS)})")
+        return self
+
+    def describe(self) -> str:
+        if self.quantizer == "nncf":
+            ranges = {"mean_minmax": "activations: mean of per-crop min/max",
+                      "minmax": "activations: min/max over all crops"}[self.method]
+            how = (f"NNCF MinMax ({ranges}; {'fast' if self.fast_bias_correction else 'full'} bias correction; "
+                   f"overflow fix on {'every layer' if self.reduce_range else 'the first layer'}; depthwise inputs "
+                   f"{'per channel' if self.depthwise_per_channel else 'per tensor'})")
+        else:
+            ranges = {"minmax": "MinMax", "entropy": "Entropy", "percentile": f"Percentile {self.percentile}"}
+            how = (f"onnxruntime quantize_static {ranges[self.method]} ({self.activations} activations, "
+                   f"{self.weights} weights{', reduce_range (7-bit weights)' if self.reduce_range else ''})")
+        kept = f"; kept float: {', '.join(self.float_parts)}" if self.float_parts else ""
+        return f"{how}; {'per-channel' if self.per_channel else 'per-tensor'} weights, QDQ{kept}"
+
+
+# Chosen by benchmarks/onnx_int8_study.py on the aflw-train val split (reports/onnx-int8.md,
+# MobileNetV3-Small): NNCF's activation range for the 1024-wide pooled feature that feeds the final
+# linear layer clips it (local SQNR 15 dB, every other tensor >= 27 dB) and carried most of the loss;
+# with that layer float (62 x 1024 MACs) int8 costs +0.06 val NME instead of +0.86 (AFLW2000-3D:
+# +0.04 instead of +0.54). NNCF also quantizes depthwise inputs per channel, which onnxruntime's
+# quantize_static cannot (NNCF with them per tensor: +0.42 val). On onnxruntime CPU it runs slower
+# than fp32 (few QLinearConv fusions): the report has the measured trade-off.
+DEFAULT_INT8 = Int8Settings(quantizer="nncf", float_parts=("classifier",))
+# where NNCF is missing or fails: the onnxruntime variant with the lowest val NME in the same study (+0.17)
+FALLBACK_INT8 = Int8Settings(quantizer="onnxruntime", method="percentile", float_parts=("classifier", "depthwise"))
+
+FLOAT_PARTS = {
+    "stem": "the first convolution",
+    "se": "squeeze-excitation convolutions (between a global pooling and the Mul that scales the features)",
+    "depthwise": "depthwise convolutions",
+    "head": "every Conv / Gemm / MatMul after the last global pooling (classifier included)",
+    "classifier": "the last Conv / Gemm / MatMul (the layer that outputs the parameters)",
+}
+
+
+def float_part_nodes(model, parts: tuple[str, ...] | list[str], skip: set[str] = frozenset()) -> list[str]:
+    """Names of the nodes of ``parts`` (see FLOAT_PARTS), found from the graph's structure; ``skip``:
+    nodes already kept float (the post-processing), so "last" means the network's last."""
+    nodes = [n for n in model.graph.node if n.name not in skip]
+    compute = [n for n in nodes if n.op_type in ("Conv", "Gemm", "MatMul")]
+    pools = [i for i, n in enumerate(nodes) if n.op_type in ("ReduceMean", "GlobalAveragePool")]
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for name in node.input:
+            consumers.setdefault(name, []).append(i)
+    picked: list[str] = []
+    for part in parts:
+        if part == "stem":
+            picked += [compute[0].name] if compute else []
+        elif part == "classifier":
+            picked += [compute[-1].name] if compute else []
+        elif part == "depthwise":
+            picked += [n.name for n in compute if n.op_type == "Conv"
+                       and next((a.i for a in n.attribute if a.name == "group"), 1) > 1]
+        elif part == "head" and pools:
+            picked += [n.name for n in nodes[pools[-1]:] if n.op_type in ("Conv", "Gemm", "MatMul")]
+        elif part == "se":
+            for start in pools[:-1]:  # the last pooling starts the head
+                path, frontier = [], list(nodes[start].output)
+                while frontier:  # follow single-consumer nodes until the Mul that applies the gate
+                    users = consumers.get(frontier.pop(), [])
+                    if len(users) != 1 or nodes[users[0]].op_type == "Mul":
+                        break
+                    path.append(nodes[users[0]])
+                    frontier = list(nodes[users[0]].output)
+                picked += [n.name for n in path if n.op_type == "Conv"]
+    return list(dict.fromkeys(picked))
 
 
 class _Calibration:
@@ -151,66 +245,125 @@ class _Calibration:
         return next(self.items, None)
 
 
-def _quantize_ort(model, calib: np.ndarray, exclude: list[str]):
+def _quantize_ort(model, calib: np.ndarray, exclude: list[str], settings: Int8Settings):
     import tempfile
 
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[settings.method]
+    # Entropy: onnxruntime 1.32 passes no bin count to its calibrator, whose 128 bins for 128 levels
+    # leave no threshold to search, so it returns the MinMax ranges (measured: identical files)
+    extra = {"CalibPercentile": settings.percentile} if settings.method == "percentile" else {}
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "f.onnx"), Path(tmp, "q.onnx")
         onnx.save(model, src)  # node names kept (onnxslim already folded the graph), so exclusions hold
-        quantize_static(str(src), str(dst), _Calibration(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude or None)
+        quantize_static(str(src), str(dst), _Calibration(calib), quant_format=QuantFormat.QDQ,
+                        per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                        activation_type=types[settings.activations], weight_type=types[settings.weights],
+                        calibrate_method=method, nodes_to_exclude=exclude or None, extra_options=extra)
         return onnx.load(dst)
 
 
-def _quantize_nncf(model, calib: np.ndarray, exclude: list[str]):
+def _quantize_nncf(model, calib: np.ndarray, exclude: list[str], settings: Int8Settings):
     import nncf
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+        QuantizationParameters,
+    )
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
+    advanced = AdvancedQuantizationParameters(
+        overflow_fix=OverflowFix.ENABLE if settings.reduce_range else OverflowFix.FIRST_LAYER,
+        weights_quantization_params=QuantizationParameters(per_channel=settings.per_channel),
+        **({} if settings.depthwise_per_channel else
+           {"activations_quantization_params": QuantizationParameters(per_channel=False)}),
+        **({"activations_range_estimator_params": RangeEstimatorParametersSet.MINMAX}
+           if settings.method == "minmax" else {}))
     kwargs = {"ignored_scope": nncf.IgnoredScope(names=exclude, validate=False)} if exclude else {}
     dataset = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))], lambda x: {INPUT_NAME: x})
-    return nncf.quantize(model, dataset, subset_size=len(calib), **kwargs)
+    return nncf.quantize(model, dataset, subset_size=len(calib), fast_bias_correction=settings.fast_bias_correction,
+                         advanced_parameters=advanced, **kwargs)
 
 
-def _error(sess, ref: np.ndarray, x: np.ndarray) -> float:
-    out = sess.run(None, {INPUT_NAME: x})[0]
-    return float(np.sqrt(np.mean((out - ref) ** 2)) / (np.std(ref) + 1e-12))
+def _unfusable_channel_qdq(model):
+    """NNCF quantizes depthwise-conv inputs per channel; onnxruntime 1.32 can fuse such a
+    DequantizeLinear into a QLinearConv, which then refuses to run (its input zero point must be a
+    scalar; seen on a 64 px MobileNetV3-Small). Rewrite each per-channel pair (zero points 0) feeding
+    Convs as x * (1/s) -> Q/DQ(scale 1) -> * s: the same grid (x * (1/s) can round a value lying on a
+    half step the other way: +0.005 AFLW2000-3D NME measured) and no DQ -> Conv edge to fuse."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    rewrites: dict[int, list] = {}
+    for q in model.graph.node:
+        dqs = consumers.get(q.output[0], [])
+        scale = numpy_helper.to_array(inits[q.input[1]]) if q.op_type == "QuantizeLinear" and q.input[1] in inits else None
+        zero = numpy_helper.to_array(inits[q.input[2]]) if len(q.input) > 2 and q.input[2] in inits else None
+        axis = next((a.i for a in q.attribute if a.name == "axis"), 1)
+        if (scale is None or scale.size < 2 or zero is None or zero.any() or axis != 1 or len(dqs) != 1
+                or any(c.op_type != "Conv" for c in consumers.get(dqs[0].output[0], []))):
+            continue
+        base, dq = q.output[0], dqs[0]
+        model.graph.initializer.extend([
+            numpy_helper.from_array((1 / scale).astype(np.float32).reshape(-1, 1, 1), f"{base}_inv_scale"),
+            numpy_helper.from_array(scale.astype(np.float32).reshape(-1, 1, 1), f"{base}_channel_scale"),
+            numpy_helper.from_array(np.array(1, np.float32), f"{base}_unit_scale"),
+            numpy_helper.from_array(np.zeros((), zero.dtype), f"{base}_scalar_zero")])
+        unit = [f"{base}_unit_scale", f"{base}_scalar_zero"]
+        rewrites[id(q)] = [helper.make_node("Mul", [q.input[0], f"{base}_inv_scale"], [f"{base}_in"], name=f"{q.name}_pre"),
+                          helper.make_node("QuantizeLinear", [f"{base}_in", *unit], [base], name=q.name)]
+        rewrites[id(dq)] = [helper.make_node("DequantizeLinear", [base, *unit], [f"{base}_out"], name=dq.name),
+                           helper.make_node("Mul", [f"{base}_out", f"{base}_channel_scale"], list(dq.output),
+                                            name=f"{dq.name}_post")]
+    if rewrites:
+        nodes = [new for node in model.graph.node for new in rewrites.get(id(node), [node])]
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return model
 
 
-def _int8(model, graph, calib: np.ndarray) -> tuple[object, dict]:
-    """Quantize with both NNCF and onnxruntime; keep whichever tracks the float model better on
-    crops held out of calibration (normalised RMSE of the first output)."""
+def quantize(model, calib: np.ndarray, settings: Int8Settings, postprocess: bool = True):
+    """A static QDQ int8 copy of a float model, calibrated on ``calib`` (the graph's input batch)."""
+    settings.check()
     if calib is None or len(calib) < 2:
         raise EdgefaError("ONNX int8 needs calibration crops (--calib-data)")
-    exclude = _float_only_nodes(model) if graph.postprocess else []
-    hold = max(1, len(calib) // 5)
-    fit, check = calib[:-hold], calib[-hold:]
-    ref = session(model).run(None, {INPUT_NAME: check})[0]
-    candidates, notes = {}, {}
-    for name, fn in (("nncf", _quantize_nncf), ("onnxruntime", _quantize_ort)):
+    tail = set(_float_only_nodes(model)) if postprocess else set()
+    exclude = [*tail, *float_part_nodes(model, settings.float_parts, skip=tail)]
+    with _quiet():
+        if settings.quantizer == "onnxruntime":
+            return _quantize_ort(model, calib, exclude, settings)
+        return _unfusable_channel_qdq(_quantize_nncf(model, calib, exclude, settings))
+
+
+def _int8(model, graph, calib: np.ndarray, settings: Int8Settings = DEFAULT_INT8) -> tuple[object, dict]:
+    """``settings`` on every calibration crop; the onnxruntime fallback only where NNCF is not
+    installed or fails, and its MinMax twin where percentile histograms fail (a tensor with no
+    spread, e.g. in an untrained model); each reason is recorded."""
+    notes = {}
+    for candidate in dict.fromkeys((settings, FALLBACK_INT8, replace(FALLBACK_INT8, method="minmax"))):
         try:
-            with _quiet():
-                candidates[name] = fn(model, fit, exclude)
-            notes[name] = round(_error(session(candidates[name]), ref, check), 5)
+            quantized = quantize(model, calib, candidate, graph.postprocess)
+        except EdgefaError:
+            raise
         except ImportError:
-            notes[name] = "not installed"
+            notes[candidate.quantizer] = "not installed"
+            continue
         except Exception as exc:
-            notes[name] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
-    scored = {k: v for k, v in notes.items() if isinstance(v, float)}
-    if not scored:
-        raise EdgefaError(f"ONNX int8: no quantizer succeeded ({notes})")
-    best = min(scored, key=scored.get)
-    return candidates[best], {"quantizer": best, "quantizer_nrmse": notes,
-                              "calibration": f"static PTQ, {len(fit)} calibration crops, {CALIBRATION_METHOD[best]}; "
-                                             f"per-channel int8 weights, QDQ; the better of NNCF / onnxruntime "
-                                             f"on {len(check)} held-out crops"}
+            notes[f"{candidate.quantizer} {candidate.method}"] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
+            continue
+        why = f" ({', '.join(f'{k} {v}' for k, v in notes.items())})" if notes else ""
+        why += "; settings chosen in reports/onnx-int8.md" if candidate == DEFAULT_INT8 else ""
+        return quantized, {"quantizer": candidate.quantizer,
+                           "calibration": f"static PTQ, {len(calib)} calibration crops, {candidate.describe()}{why}"}
+    raise EdgefaError(f"ONNX int8: no quantizer succeeded ({notes})")
 
 
 def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata: dict[str, str]) -> dict:
