@@ -370,3 +370,12 @@ def test_persistent_loader_workers_see_each_new_epoch():
     assert not torch.equal(with_workers[0], with_workers[1])
     for a, b in zip(with_workers, without):
         assert torch.equal(a, b)
+
+
+def test_report_counts_the_wall_time_of_every_resumed_segment():
+    from edgefa.training.report import wall_seconds
+
+    straight = [{"seconds": 60.0}, {"seconds": 120.0}, {"seconds": 180.0}]
+    resumed = [{"seconds": 60.0}, {"seconds": 120.0}, {"seconds": 70.0}, {"seconds": 130.0}]  # resumed after 2
+    assert wall_seconds(straight) == 180.0
+    assert wall_seconds(resumed) == 250.0

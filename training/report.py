@@ -57,6 +57,18 @@ def row_for(spec: str, dataset, label: str, extra: dict) -> dict:
             "nme_bin_std": blk["bin_std"], "pose_mae": result.get("pose_mae"), **extra}
 
 
+def wall_seconds(history: list[dict]) -> float:
+    """Training wall time of a run: its epoch clock restarts at every resume, so each segment's last
+    reading counts (a resumed segment whose first epoch outlasts the previous segment's clock goes
+    unseen: a lower bound then)."""
+    total, last = 0.0, 0.0
+    for record in history:
+        if record["seconds"] < last:
+            total += last
+        last = record["seconds"]
+    return total + last
+
+
 def run_summary(run: Path) -> dict:
     """What a training run's last.pt records: model, recipe, epochs, wall time, data, command."""
     from edgefa.models.checkpoint import load_checkpoint
@@ -67,7 +79,7 @@ def run_summary(run: Path) -> dict:
     history = state["history"]
     cfg = state["config"]
     return {"model": cfg["model"]["name"], "epochs_done": state["epoch"], "epochs_planned": cfg["epochs"],
-            "train_seconds": history[-1]["seconds"], "best_val": state["best"],
+            "train_seconds": wall_seconds(history), "best_val": state["best"],
             "train_device": str(cfg["device"]), "recipe": cfg["name"], "git_commit": state.get("git_commit"),
             "train_command": state.get("command"), "train_data": cfg["data"]["train"]}
 
