@@ -7,7 +7,8 @@ Three data paths feed the same step (``device_trainer.Student.step``: forward, t
 backward, AdamW, EMA), so the differences between them are where and how augmentation runs:
 - ``loader``: ``edgefa train``'s pipeline, per-sample numpy/cv2 augmentation in ``--workers`` DataLoader
   worker processes;
-- ``inline``: the same per-sample augmentation in the training process itself (``data.workers=0``);
+- ``inline``: the same per-sample augmentation in the training process itself (``data.workers=0``),
+  OpenCV on one thread as in a worker;
 - ``batched``: ``device_trainer``'s, the crops held as one tensor and a batch augmented in one call.
 Each is timed over ``--seconds`` after warm-up steps (start-up, autotuning) and reported as
 batch size / mean seconds per step. The recipe is the refined one (refined labels, no teacher).
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import torch
 from torch.utils.data import DataLoader
 
@@ -129,6 +131,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="loader workers (the loader path; decoding)")
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args(argv)
+    # OpenCV one-threaded here too, as in each loader worker: a fair inline path, and a process whose
+    # OpenCV pool has run forks workers that hang in cv2.setNumThreads
+    cv2.setNumThreads(1)
     face_model = "synthetic" if args.data.startswith("synthetic") else "bfm68"
     cfg = load_config(RECIPE, [f"data.train={args.data}", f"batch_size={args.batch}", f"face_model={face_model}"])
     if args.device.startswith("cuda"):
