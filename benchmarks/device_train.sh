@@ -38,6 +38,7 @@ fi
 budget=${1:?budget seconds}
 group=${2:?group: refined | distill | heads | prune}
 shift 2
+case $group in refined|distill|heads|prune) ;; *) echo "device_train: unknown group '$group' (refined | distill | heads | prune)" >&2; exit 2 ;; esac
 out=${OUT:?OUT: the folder whose files come back}
 export EDGEFA_SHARED=${EDGEFA_SHARED:-.pack} PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1
 workers=$(( $(nproc) > 2 ? $(nproc) - 1 : 1 ))

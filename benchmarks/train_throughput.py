@@ -26,7 +26,9 @@ from torch.utils.data import DataLoader
 
 from edgefa.benchmarks.machine import machine_facts, machine_line, script_command, versions_line
 from edgefa.data.workers import single_thread_worker
+from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_bytes, atomic_write_json
+from edgefa.models.registry import create_model
 from edgefa.training.config import load_config
 from edgefa.training.data import build_train_set
 from edgefa.training.device_trainer import BatchStream, Student, load_device_data
@@ -138,7 +140,13 @@ def main(argv=None) -> int:
     cfg = load_config(RECIPE, [f"data.train={args.data}", f"batch_size={args.batch}", f"face_model={face_model}"])
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-    rows = measure(cfg, args.models.split(","), args.device, args.seconds, args.workers)
+    try:
+        for name in args.models.split(","):  # a typo is one line, before any data is loaded
+            create_model(name)
+        rows = measure(cfg, args.models.split(","), args.device, args.seconds, args.workers)
+    except EdgefaError as exc:
+        print(f"train_throughput: error: {exc}", file=sys.stderr)
+        return 2
     facts = machine_facts()
     facts["device"] = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     record = {"command": script_command(argv), "machine": facts, "rows": rows, "seconds": args.seconds,

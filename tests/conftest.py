@@ -51,3 +51,24 @@ def toy_face_model():
     p_std = np.ones(62, np.float32)
     p_std[:12] = 0.05
     return FaceModel("toy", mean, shp, exp, p_mean, p_std)
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic_checkpoint():
+    """``make(path, config)``: writes an untrained 64 px MobileNetV3-Small checkpoint of the synthetic face model whose outputs vary
+    per crop: a source for the export and compression studies' fast tests."""
+    return _tiny_synthetic_checkpoint
+
+
+def _tiny_synthetic_checkpoint(path: Path, config: dict) -> Path:
+    import torch
+
+    from edgefa.facemodel.synthetic import synthetic_face_model
+    from edgefa.models.checkpoint import save_checkpoint
+    from edgefa.models.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mobilenetv3_small_100", input_size=64)
+    torch.nn.init.normal_(model.net.get_classifier().weight, std=0.05)
+    save_checkpoint(path, model.eval(), synthetic_face_model(), config=config)
+    return path

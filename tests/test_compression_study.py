@@ -7,11 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from edgefa.benchmarks.compression import main as study
-from edgefa.models.checkpoint import save_checkpoint
-from edgefa.models.registry import create_model
 
 pytest.importorskip("torch_pruning")
 
@@ -22,16 +19,8 @@ RUN = ["--formats", "onnx", "--calib-data", "synthetic:seed=2,n=16", "--calib-n"
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    from edgefa.facemodel.synthetic import synthetic_face_model
-
-    torch.manual_seed(0)
-    model = create_model("mobilenetv3_small_100", input_size=64)
-    torch.nn.init.normal_(model.net.get_classifier().weight, std=0.05)  # outputs that vary per crop
-    path = tmp_path_factory.mktemp("src") / "best.pt"
-    save_checkpoint(path, model.eval(), synthetic_face_model(),
-                    config={"face_model": "synthetic", "data": {"train": "synthetic:seed=0,n=16"}})
-    return path
+def source(tmp_path_factory, tiny_synthetic_checkpoint):
+    return tiny_synthetic_checkpoint(tmp_path_factory.mktemp("src") / "best.pt", {"face_model": "synthetic", "data": {"train": "synthetic:seed=0,n=16"}})
 
 
 def _previous(tmp_path):

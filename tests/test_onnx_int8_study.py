@@ -7,11 +7,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from edgefa.benchmarks.onnx_int8_study import activation_pairs, layer_errors, main
-from edgefa.models.checkpoint import save_checkpoint
-from edgefa.models.registry import create_model
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("nncf")
@@ -20,15 +17,8 @@ DATA = ["--calib-data", "synthetic:seed=2", "--val-data", "synthetic:seed=0,n=16
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    from edgefa.facemodel.synthetic import synthetic_face_model
-
-    torch.manual_seed(0)
-    model = create_model("mobilenetv3_small_100", input_size=64)
-    torch.nn.init.normal_(model.net.get_classifier().weight, std=0.05)  # outputs that vary per crop
-    path = tmp_path_factory.mktemp("src") / "best.pt"
-    save_checkpoint(path, model.eval(), synthetic_face_model(), config={"face_model": "synthetic"})
-    return path
+def source(tmp_path_factory, tiny_synthetic_checkpoint):
+    return tiny_synthetic_checkpoint(tmp_path_factory.mktemp("src") / "best.pt", {"face_model": "synthetic"})
 
 
 def test_study_record_and_report(source, tmp_path):
