@@ -157,3 +157,25 @@ def test_families_dep_graph_cannot_prune_are_refused_in_one_line(name):
 
     with pytest.raises(EdgefaError, match="cannot prune"):
         prune_model(create_model(name), 0.3)
+
+
+def test_prune_cli_resumes_a_killed_finetune_from_its_last_checkpoint(tmp_path, capsys):
+    path, _ = _checkpoint(tmp_path)
+    out = tmp_path / "run"
+    base = ["prune", "--checkpoint", str(path), "--ratio", "0.3", "-o", str(out), "--quiet", *TINY_DATA]
+    assert main([*base, "--finetune-epochs", "1"]) == 0
+    pruned = torch.load(out / "pruned.pt", weights_only=True)["state_dict"]
+    # as if killed after epoch 1 of 2: the resumed call reuses pruned.pt and trains epoch 2 only
+    assert main([*base, "--finetune-epochs", "2", "--resume", str(out / "finetune" / "last.pt")]) == 0
+    last = torch.load(out / "finetune" / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and [h["epoch"] for h in last["history"]] == [1, 2]
+    again = torch.load(out / "pruned.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(pruned[k], again[k]) for k in pruned)
+    model, _, _ = model_from_checkpoint(out / "finetune" / "best.pt")
+    assert abs(1 - count_macs(model) / count_macs(create_model("mobilenetv3_small_100", input_size=SIZE)) - 0.3) <= 0.05
+    capsys.readouterr()
+    # another ratio than the one pruned.pt was made with is refused in one line
+    assert main(["prune", "--checkpoint", str(path), "--ratio", "0.5", "-o", str(out), "--quiet", *TINY_DATA,
+                 "--finetune-epochs", "3", "--resume", str(out / "finetune" / "last.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pruned with ratio 0.3" in err and len(err.splitlines()) == 1

@@ -152,7 +152,8 @@ def _cmd_prune(args) -> int:
     from edgefa.app.compress import prune_from_cli
 
     return prune_from_cli(args.checkpoint, args.ratio, args.method, args.finetune_epochs, args.output,
-                          config=args.config, overrides=args.overrides, quiet=args.quiet, round_to=args.round_to)
+                          config=args.config, overrides=args.overrides, quiet=args.quiet, round_to=args.round_to,
+                          resume=args.resume)
 
 
 def _at_least(low: float, cast=int):
@@ -299,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--config", help="recipe for the fine-tune (default: the checkpoint's own training config)")
     pr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. finetune.lr=5e-4 data.workers=0")
     pr.add_argument("-o", "--output", required=True, help="run folder: pruned.pt, finetune/best.pt")
+    pr.add_argument("--resume", help="continue a killed fine-tune from OUTPUT/finetune/last.pt (same ratio and method)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_prune)
     return parser

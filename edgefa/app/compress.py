@@ -58,18 +58,46 @@ def _taylor_loss(cfg: dict, face_model, n: int):
     return loss
 
 
-def prune_checkpoint(source: str | Path, cfg: dict, run_dir: str | Path, progress: bool = True) -> Path:
+def _resume_pruned(run_dir: Path, cfg: dict, resume: str):
+    """The pruned model a killed fine-tune continues from: ``run_dir/pruned.pt``, checked to be the
+    pruning this call asks for (another ratio or method would mix two studies)."""
+    from edgefa.models.checkpoint import load_checkpoint
+
+    pruned_path = run_dir / "pruned.pt"
+    if not pruned_path.is_file():
+        raise EdgefaError(f"--resume {resume}: {pruned_path} is missing (the pruned model the fine-tune started from)")
+    record = load_checkpoint(pruned_path).get("compression", {}).get("pruning", {})
+    p = cfg["prune"]
+    if record.get("requested_macs_ratio") != float(p["ratio"]) or record.get("method") != p["method"]:
+        raise EdgefaError(f"--resume {resume}: {pruned_path} was pruned with ratio {record.get('requested_macs_ratio')}, "
+                          f"method {record.get('method')}; this call asks ratio {p['ratio']}, method {p['method']}")
+    model, _, _ = _load(pruned_path)
+    return model
+
+
+def prune_checkpoint(source: str | Path, cfg: dict, run_dir: str | Path, progress: bool = True,
+                     resume: str | None = None) -> Path:
     """Prune ``source`` by ``cfg['prune']`` (MACs ratio), save ``pruned.pt``, then fine-tune for
-    ``cfg['finetune']['epochs']`` distilled from ``source``. Returns the checkpoint to use next."""
+    ``cfg['finetune']['epochs']`` distilled from ``source``. Returns the checkpoint to use next.
+    ``resume``: the fine-tune's last.pt; the saved ``pruned.pt`` is reused, not pruned again."""
     from edgefa.models.checkpoint import save_checkpoint
     from edgefa.quantization.config import stage_config
     from edgefa.quantization.prune import check_method, check_ratio, check_round_to, prune_model
     from edgefa.training.trainer import train
 
     run_dir = Path(run_dir)
-    check_writable(run_dir / "pruned.pt", "run")
     p = cfg["prune"]
     check_ratio(p["ratio"]), check_method(p["method"]), check_round_to(p["round_to"])
+    if resume:
+        if int(cfg["finetune"]["epochs"]) <= 0:
+            raise EdgefaError(f"--resume {resume}: there is no fine-tune to continue (--finetune-epochs is 0)")
+        model = _resume_pruned(run_dir, cfg, resume)
+        _, face_model, _ = _load(source)
+        ft = stage_config(cfg, "finetune", run_dir / "finetune", teacher=str(source))
+        train(ft, resume=resume, progress=progress, command=f"finetune after pruning {source}", model=model,
+              face_model=face_model)
+        return run_dir / "finetune" / "best.pt"
+    check_writable(run_dir / "pruned.pt", "run")
     model, face_model, state = _load(source)
     if "qat" in state.get("compression", {}):
         raise EdgefaError(f"{source}: a QAT checkpoint; prune the float model, then run QAT")
@@ -172,7 +200,7 @@ def _source_state(checkpoint: str | Path) -> dict:
 
 def prune_from_cli(checkpoint: str, ratio: float, method: str, finetune_epochs: int, output: str,
                    config: str | None = None, overrides: list[str] = (), quiet: bool = False,
-                   round_to: int | None = None) -> int:
+                   round_to: int | None = None, resume: str | None = None) -> int:
     from edgefa.quantization.config import load_compression_config
     from edgefa.quantization.prune import check_method, check_ratio, check_round_to
 
@@ -189,7 +217,7 @@ def prune_from_cli(checkpoint: str, ratio: float, method: str, finetune_epochs: 
     cfg = load_compression_config(config, [*overrides, f"prune.ratio={ratio}", f"prune.method={method}",
                                            f"finetune.epochs={finetune_epochs}"],
                                   source=checkpoint, source_config=state.get("config"))
-    path = prune_checkpoint(checkpoint, cfg, output, progress=not quiet)
+    path = prune_checkpoint(checkpoint, cfg, output, progress=not quiet, resume=resume)
     print(f"wrote {path}")
     return 0
 
