@@ -125,3 +125,21 @@ def test_int8_postprocess_keeps_geometry_float(tmp_path, face_model, crops):
     assert basis_fc and all(interp._get_tensor_details(o["inputs"][1], 0)["dtype"] == np.float32 for o in basis_fc)
     metrics = compare(graph, torch_outputs(graph, x), runner.run(x))
     assert metrics["nme_points_mean"] < 1.0, metrics
+
+
+@pytest.mark.parametrize("int8_io", [False, True])
+def test_int8_final_linear_is_float_unless_int8_io(tmp_path, face_model, crops, int8_io):
+    """By default the 62-param head is a float Linear after the int8 network: one int8 scale over
+    outputs of very different ranges costs accuracy. --int8-io asks for int8 ends, so then it is int8."""
+    graph = ExportGraph(TinyRegressor(), face_model, postprocess=False)
+    path = tmp_path / "tiny-int8.tflite"
+    info = to_tflite.export(graph, path, "int8", graph.prepare(crops[:16]), {"edgefa.precision": "int8"},
+                            int8_io=int8_io)
+    assert ("final Linear (62 params) kept float" in info["calibration"]) is not int8_io
+    interp = tflite_runtime.load(path, threads=1).interpreter
+    convs = [o for o in interp._get_ops_details() if o["op_name"] == "CONV_2D"]
+    assert convs and all(interp._get_tensor_details(o["inputs"][1], 0)["dtype"] == np.int8 for o in convs)
+    head = [o for o in interp._get_ops_details() if o["op_name"] == "FULLY_CONNECTED"]
+    assert len(head) == 1
+    dtypes = {interp._get_tensor_details(head[0][k][i], 0)["dtype"] for k, i in (("inputs", 0), ("inputs", 1), ("outputs", 0))}
+    assert dtypes == ({np.int8} if int8_io else {np.float32})
