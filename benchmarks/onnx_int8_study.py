@@ -62,6 +62,8 @@ VARIANTS = {
     "ort-pct-float-head": (replace(ORT, method="percentile", float_parts=("head",)), 200),
     "ort-float-depthwise": (replace(ORT, float_parts=("depthwise",)), 200),
     "ort-pct-float-classifier-depthwise": (replace(ORT, method="percentile", float_parts=("classifier", "depthwise")), 200),
+    "ort-u8s8-float-classifier": (replace(ORT, activations="uint8", float_parts=("classifier",)), 200),
+    "ort-u8s8-pct-float-classifier": (replace(ORT, activations="uint8", method="percentile", float_parts=("classifier",)), 200),
 }
 TARGET = 0.10  # the budget: int8 within +0.10 balanced NME of the float file
 RULE = "lowest balanced AFLW-21 NME on the aflw-train val split (AFLW2000-3D never chooses)"

@@ -21,7 +21,7 @@ from edgefa import __version__
 from edgefa.converters.graph import ExportGraph
 from edgefa.converters.parity import compare, gate, torch_outputs
 from edgefa.detect.crop import crop_metadata
-from edgefa.errors import EdgefaError
+from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.fileio import atomic_write_json, check_writable_dir, file_size_mb, temp_sibling
 from edgefa.paths import portable
 from edgefa.quantization.qat import is_qat  # importing it also lets QAT checkpoints load (a rebuild hook)
@@ -184,7 +184,11 @@ def export_one(fmt: ExportFormat, precision: str, graph: ExportGraph, src: Sourc
     fmt.require()
     module = importlib.import_module(fmt.writer)
     try:
-        kwargs = {"int8_io": True} if options.get("int8_io") and fmt.name == "tflite" and precision == "int8" else {}
+        kwargs = {}
+        if fmt.name == "tflite" and precision == "int8" and options.get("int8_io"):
+            kwargs["int8_io"] = True
+        if fmt.name == "onnx" and precision == "int8":
+            kwargs["quantizer"] = options.get("onnx_quantizer", "nncf")
         row.info = module.export(graph, tmp, precision, calib, metadata_for(src, graph, fmt, precision), **kwargs) or {}
         if fmt.runs_here():
             runner = fmt.runner_module().load(tmp, threads=options.get("threads"))
@@ -216,10 +220,16 @@ def export_one(fmt: ExportFormat, precision: str, graph: ExportGraph, src: Sourc
 def run_export(model: str, formats: str, precisions: str, out: str | Path, calib_data: str | None = None,
                calib_n: int = 200, parity_data: str | None = None, parity_n: int = 32, postprocess: bool = False,
                input_color: str = "RGB", int8_io: bool = False, threads: int | None = None,
-               name: str | None = None, eval_data: str | None = None, progress=print) -> tuple[list[Row], Path]:
+               name: str | None = None, eval_data: str | None = None, onnx_quantizer: str = "nncf",
+               progress=print) -> tuple[list[Row], Path]:
     """... ``eval_data``: a dataset spec (e.g. ``aflw2000-3d``) every file that passed parity is
-    evaluated on, in its own runtime; the scores go into the file (``edgefa.eval``) and the summary."""
+    evaluated on, in its own runtime; the scores go into the file (``edgefa.eval``) and the summary.
+    ``onnx_quantizer``: how a float model becomes an ONNX int8 file (``nncf`` | ``onnxruntime``)."""
+    from edgefa.converters.to_onnx import INT8_QUANTIZERS
+
     check_name(name)
+    if onnx_quantizer not in INT8_QUANTIZERS:
+        raise unknown_name_error("--onnx-quantizer", onnx_quantizer, INT8_QUANTIZERS)
     jobs = plan(formats, precisions)  # unknown format / unsupported precision: before any work
     for fmt in dict.fromkeys(f for f, _ in jobs):
         fmt.require()
@@ -239,7 +249,7 @@ def run_export(model: str, formats: str, precisions: str, out: str | Path, calib
     ref = torch_outputs(graph, x)
     out = check_writable_dir(out, "output")
     rows = []
-    options = {"int8_io": int8_io, "threads": threads}
+    options = {"int8_io": int8_io, "threads": threads, "onnx_quantizer": onnx_quantizer}
     for i, (fmt, precision) in enumerate(jobs, 1):
         progress(f"[{i}/{len(jobs)}] {fmt.name} {precision} ...")
         row = export_one(fmt, precision, graph, src, out, calib, x, ref, options)

@@ -92,6 +92,7 @@ def test_missing_extra_names_the_install_command(monkeypatch):
     (["--model", "mobilenetv3_small_100", "--formats", "onxx"], "did you mean 'onnx'"),
     (["--model", "mobilenetv3_small_100", "--precision", "palette6"], "not supported by format 'onnx'"),
     (["--model", "mobilenetv3_small_100", "--eval-data", "aflw2000"], "--eval-data aflw2000: unknown dataset"),
+    (["--model", "mobilenetv3_small_100", "--onnx-quantizer", "onnxrt"], "did you mean 'onnxruntime'"),
 ])
 def test_bad_flags_are_one_line_errors(args, message, tmp_path, capsys):
     assert main(["export", *args, "-o", str(tmp_path / "out")]) == 2
@@ -236,6 +237,28 @@ def test_peer_exports_every_precision(fmt, precision, tmp_path, peer_checkpoint,
         assert json.loads(predictor.runner.metadata["edgefa.input"])["dtype"] in ("uint8", "float32")
         assert predictor.runner.metadata["edgefa.model"] == "mobilenet_v1_3ddfa"
     assert json.loads(summary.read_text())["rows"][0]["status"] == rows[0].status
+
+
+@pytest.mark.shared
+def test_onnxruntime_quantizer_fuses_every_conv_of_the_peer(tmp_path, peer_checkpoint, aflw2000_root):
+    """--onnx-quantizer onnxruntime: Q/DQ placed where onnxruntime fuses each convolution into
+    QLinearConv (its fast int8 path), classifier float, and the file passes the int8 parity gate."""
+    import onnxruntime as ort
+
+    train = aflw2000_root.parent / "aflw-train"
+    rows, _ = run_export(f"3ddfa-v2-mb05:{peer_checkpoint}", "onnx", "int8", tmp_path, postprocess=True,
+                         calib_data=f"aflw-train:{train},split=val", calib_n=16, onnx_quantizer="onnxruntime",
+                         parity_data=f"aflw2000-3d:{aflw2000_root}", parity_n=8, **QUIET)
+    assert rows[0].status == "ok", rows[0].reason
+    assert "onnxruntime quantize_static" in rows[0].info["calibration"]
+    assert "kept float: classifier" in rows[0].info["calibration"]
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(rows[0].file, options, providers=["CPUExecutionProvider"])
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert ops.count("QLinearConv") == 27 and "Conv" not in ops and "FusedConv" not in ops
 
 
 @pytest.mark.parametrize("postprocess", [False, True])
