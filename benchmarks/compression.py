@@ -38,10 +38,11 @@ VARIANTS = {
     "p50": ("pruned -50 % MACs, no fine-tune", "fp32"),
     "p50-ft": ("pruned -50 % MACs + fine-tune", "fp32"),
     "p50-ft-qat": ("pruned -50 % + fine-tune + QAT int8", "int8"),
+    "p50-ft-ptq": ("pruned -50 % + fine-tune, post-training int8", "int8"),
 }
 # stage -> the variants its output is exported as (float and ptq need only the source)
 STAGES = {"float": ("float",), "ptq": ("ptq",), "qat": ("qat",), "p30": ("p30", "p30-ft"),
-          "p50": ("p50", "p50-ft"), "p50-ft-qat": ("p50-ft-qat",)}
+          "p50": ("p50", "p50-ft"), "p50-ft-qat": ("p50-ft-qat",), "p50-ft-ptq": ("p50-ft-ptq",)}
 GOALS = {"int8": 0.10, "p50-ft": 0.15}  # the issue's NME budgets over float, in NME points
 
 
@@ -66,8 +67,9 @@ def _stages(text: str) -> list[str]:
     for n in names:
         if n not in STAGES:
             raise unknown_name_error("--stages stage", n, STAGES)
-    if "p50-ft-qat" in names and "p50" not in names:
-        raise EdgefaError("--stages: p50-ft-qat starts from the p50 stage's fine-tuned model; add p50")
+    for name in ("p50-ft-qat", "p50-ft-ptq"):
+        if name in names and "p50" not in names:
+            raise EdgefaError(f"--stages: {name} starts from the p50 stage's fine-tuned model; add p50")
     return names or list(STAGES)
 
 
@@ -76,7 +78,8 @@ def _settings(args) -> dict:
     stage list is not in it: each stage is recorded by name, so a later run may add stages (or
     export what a ``--train-only`` run on a GPU machine trained)."""
     return {"method": args.method, "finetune_epochs": args.finetune_epochs, "qat_epochs": args.qat_epochs,
-            "qat_data": args.qat_data, "formats": args.formats, "overrides": list(args.overrides)}
+            "qat_data": args.qat_data, "formats": args.formats, "onnx_quantizer": args.onnx_quantizer,
+            "overrides": list(args.overrides)}
 
 
 def _qat_overrides(args) -> list[str]:
@@ -92,7 +95,7 @@ def _export(checkpoint: Path, variant: str, label: str, run: Path, args) -> list
     precision = VARIANTS[variant][1]
     rows, _ = run_export(str(checkpoint), args.formats, precision, out, calib_data=args.calib_data,
                          calib_n=args.calib_n, parity_data=args.parity_data, parity_n=args.parity_n,
-                         postprocess=True, name=f"{label}-{variant}")
+                         postprocess=True, name=f"{label}-{variant}", onnx_quantizer=args.onnx_quantizer)
     return [{"format": r.format, "precision": r.precision, "reason": r.reason} for r in rows if r.status != "ok"]
 
 
@@ -119,6 +122,16 @@ def _where() -> str:
     return gpu + machine_line()
 
 
+def _record_finetune_time(stage: dict, last: Path, log_path: Path, log: dict) -> None:
+    """A resumed stage's own clock covers its last segment only: the fine-tune's epochs record all."""
+    from edgefa.models.checkpoint import load_checkpoint
+    from edgefa.training.report import wall_seconds
+
+    if last.is_file() and "finetune_seconds" not in stage:
+        stage["finetune_seconds"] = round(wall_seconds(load_checkpoint(last).get("history", [])), 1)
+        atomic_write_json(log_path, log)
+
+
 def run_study(args) -> int:
     from edgefa.app.compress import prune_checkpoint, qat_checkpoint
 
@@ -128,6 +141,10 @@ def run_study(args) -> int:
     label = args.name or source.parent.name
     settings = _settings(args)
     stages = _stages(args.stages)  # checked before anything is written
+    from edgefa.converters.to_onnx import INT8_QUANTIZERS
+
+    if args.onnx_quantizer not in INT8_QUANTIZERS:
+        raise unknown_name_error("--onnx-quantizer", args.onnx_quantizer, INT8_QUANTIZERS)
     where = _where()
     log = {"source": str(source), "label": label, "commands": [f"{script_command(args.argv)}  # on {where}"],
            "settings": settings, "stages": {}}
@@ -166,9 +183,14 @@ def run_study(args) -> int:
 
         def prune(r=ratio):
             cfg = _cfg(str(source), args, [*over, f"prune.ratio={r / 100}", f"prune.method={args.method}"])
-            return prune_checkpoint(source, cfg, run / f"p{r}", progress=not args.quiet)
+            last = run / f"p{r}" / "finetune" / "last.pt"  # a killed fine-tune continues
+            return prune_checkpoint(source, cfg, run / f"p{r}", progress=not args.quiet,
+                                    resume=str(last) if last.is_file() else None)
         ckpt[f"p{ratio}-ft"] = timed(f"p{ratio}", prune)
         ckpt[f"p{ratio}"] = run / f"p{ratio}" / "pruned.pt"
+        _record_finetune_time(log["stages"][f"p{ratio}"], run / f"p{ratio}" / "finetune" / "last.pt", log_path, log)
+    if "p50-ft-ptq" in stages:
+        ckpt["p50-ft-ptq"] = ckpt["p50-ft"]
     if "p50-ft-qat" in stages:
         p50 = ckpt["p50-ft"]
         ckpt["p50-ft-qat"] = timed("p50-ft-qat", lambda: qat_checkpoint(p50, _cfg(str(p50), args, _qat_overrides(args)),
@@ -307,6 +329,8 @@ def _section(s: dict) -> list[str]:
                    + " | ".join(_f(r.get(b), ".3f") for b in BIN_NAMES)
                    + f" | **{_f(r.get('nme_mean'), '.3f')}** | {_f(r['delta'], '+.3f')} | {_f(r.get('pose_mae'), '.2f')} |")
     times = [f"{k} {v['seconds'] / 60:.1f} min" + (f" ({_short(v['on'])})" if v.get("on") else "")
+             + (f", fine-tune epochs {v['finetune_seconds'] / 60:.1f} min over all its segments"
+                if "finetune_seconds" in v else "")
              for k, v in s["stages"].items() if not k.startswith("export")]
     out += [""] + (["Stage times: " + ", ".join(times), ""] if times else [])
     goals = _goal_lines(s["rows"])
@@ -366,6 +390,8 @@ def main(argv=None) -> int:
     r.add_argument("--qat-data", help="training data of the QAT stages (default: the source's)")
     r.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)} (default: all)")
     r.add_argument("--formats", default="onnx,tflite", help="formats every variant is exported as")
+    r.add_argument("--onnx-quantizer", default="nncf", help="ONNX int8 of the float variants: nncf | onnxruntime "
+                   "(as edgefa export)")
     r.add_argument("--train-only", action="store_true", help="run the training stages, export nothing (e.g. on a "
                    "GPU machine without the converters); the same command without it exports them")
     r.add_argument("--calib-data", default="aflw-train,split=val", help="PTQ calibration crops")

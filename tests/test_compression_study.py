@@ -68,6 +68,8 @@ def test_resumed_study_with_other_settings_and_bad_input_are_one_line(source, tm
         (["run", "--source", str(source), "-o", str(run), "--stages", "p50", *RUN], "holds a study with other settings"),
         (["run", "--source", str(source), "-o", str(tmp_path / "t"), "--stages", "p5O"], "did you mean 'p50'"),
         (["run", "--source", str(source), "-o", str(tmp_path / "t"), "--stages", "p50-ft-qat"], "add p50"),
+        (["run", "--source", str(source), "-o", str(tmp_path / "t"), "--stages", "p50-ft-ptq"], "add p50"),
+        (["run", "--source", str(source), "-o", str(tmp_path / "t"), "--onnx-quantizer", "ort"], "--onnx-quantizer"),
         (["run", "--source", str(tmp_path / "none.pt"), "-o", str(tmp_path / "t")], "none.pt: file not found"),
         (["report", str(run), "--previous", str(tmp_path / "none.json")], "none.json: file not found"),
         (["report", str(run), "--notes", str(tmp_path / "none.md")], "--notes"),
@@ -122,3 +124,28 @@ def test_a_file_that_fails_its_gate_is_a_failed_row_and_a_rerun_retries_it(sourc
     assert study(["run", "--source", str(source), "-o", str(run), "--name", "t", "--stages", "float", *RUN]) == 0
     assert list((run / "files" / "float").glob("*.onnx"))
     assert "failed" not in json.loads((run / "study.json").read_text())["stages"]["export float"]
+
+
+def test_a_killed_finetune_resumes_and_the_pruned_model_exports_as_ptq_int8(source, tmp_path):
+    import torch
+
+    run = tmp_path / "s"
+    common = ["run", "--source", str(source), "-o", str(run), "--name", "t", *RUN[:-5], "--workers", "0", "--quiet"]
+    assert study([*common, "--stages", "p50", "--finetune-epochs", "1", "--train-only", *TINY_DATA]) == 0
+    (run / "study.json").unlink()  # as if killed after the first fine-tune epoch, before the stage was logged
+    pruned = torch.load(run / "p50" / "pruned.pt", weights_only=True)["state_dict"]
+    assert study([*common, "--stages", "p50,p50-ft-ptq", "--finetune-epochs", "2", "--onnx-quantizer",
+                  "onnxruntime", *TINY_DATA]) == 0
+    last = torch.load(run / "p50" / "finetune" / "last.pt", weights_only=True)
+    assert [h["epoch"] for h in last["history"]] == [1, 2]  # epoch 1 kept, only epoch 2 trained
+    again = torch.load(run / "p50" / "pruned.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(pruned[k], again[k]) for k in pruned)  # not pruned again
+    log = json.loads((run / "study.json").read_text())
+    assert log["settings"]["onnx_quantizer"] == "onnxruntime"
+    from edgefa.training.report import wall_seconds
+
+    # the stage's own clock saw only the resumed epoch; the recorded fine-tune time covers both
+    assert log["stages"]["p50"]["finetune_seconds"] == round(wall_seconds(last["history"]), 1) > 0
+    ptq = json.loads(next((run / "files" / "p50-ft-ptq").glob("*-export.json")).read_text())["rows"][0]
+    assert ptq["status"] == "ok" and ptq["precision"] == "int8"
+    assert "onnxruntime quantize_static" in ptq["info"]["calibration"]
