@@ -366,7 +366,8 @@ def _int8(model, graph, calib: np.ndarray, settings: Int8Settings = DEFAULT_INT8
             notes[f"{candidate.quantizer} {candidate.method}"] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
             continue
         why = f" ({', '.join(f'{k} {v}' for k, v in notes.items())})" if notes else ""
-        why += "; settings chosen in reports/onnx-int8.md" if candidate in (DEFAULT_INT8, ORT_INT8) else ""
+        chosen_in = {DEFAULT_INT8: "reports/onnx-int8.md", ORT_INT8: "reports/onnx-int8-mb05.md"}.get(candidate)
+        why += f"; settings chosen in {chosen_in}" if chosen_in else ""
         return quantized, {"quantizer": candidate.quantizer,
                            "calibration": f"static PTQ, {len(calib)} calibration crops, {candidate.describe()}{why}"}
     raise EdgefaError(f"ONNX int8: no quantizer succeeded ({notes})")
