@@ -117,23 +117,27 @@ def peer_targets(files: list[Target], out: Path, progress: bool) -> list[Target]
     if mb05.is_file():
         spec = f"3ddfa-v2-mb05:{mb05}"
         peers.append(Target("3ddfa-v2-mb05 torch", "torch", spec, "torch", peer=True))
-        combos = {(t.info.get("format"), t.info.get("precision"), bool(t.info.get("postprocess", True))) for t in files}
-        combos = sorted((f, p, pp) for f, p, pp in combos if f and p and (f != "coreml" or platform.system() == "Darwin"))
+        # (format, precision, postprocess, ONNX int8 quantizer): the peer is quantized like each file
+        combos = {(t.info.get("format"), t.info.get("precision"), bool(t.info.get("postprocess", True)),
+                   t.info.get("onnx_quantizer")) for t in files}
+        combos = sorted((c for c in combos if c[0] and c[1] and (c[0] != "coreml" or platform.system() == "Darwin")),
+                        key=lambda c: (c[0], c[1], c[2], c[3] or ""))
         if not combos:
-            combos = [("onnx", "fp32", True), ("tflite", "fp32", True)]
+            combos = [("onnx", "fp32", True, None), ("tflite", "fp32", True, None)]
         real_calib = shared / "data" / "aflw-train"
         calib = f"aflw-train:{real_calib},split=val" if real_calib.is_dir() else None
-        for postprocess in sorted({c[2] for c in combos}):
-            wanted = [(f, p) for f, p, pp in combos if pp == postprocess]
+        for postprocess, quantizer in sorted({(c[2], c[3]) for c in combos}, key=lambda v: (v[0], v[1] or "")):
+            wanted = [(f, p) for f, p, pp, q in combos if (pp, q) == (postprocess, quantizer)]
             folder = out / "peers" / ("postprocess" if postprocess else "raw")
-            stem = "3ddfa-v2-mb05" + ("" if postprocess else "-raw")
+            name = "3ddfa-v2-mb05" + ("-ortq" if quantizer == "onnxruntime" else "")
+            stem = name + ("" if postprocess else "-raw")
             missing = [(f, p) for f, p in wanted if not (folder / FORMATS[f].file_name(stem, p)).exists()]
             for fmt in sorted({f for f, _ in missing}):
                 precs = [p for f, p in missing if f == fmt]
                 print(f"bench: exporting the 3DDFA-V2 mb05 peer to {fmt} {','.join(precs)} (cached in {folder})",
                       file=sys.stderr, flush=True)
                 run_export(spec, fmt, ",".join(precs), folder, calib_data=calib, postprocess=postprocess,
-                           name="3ddfa-v2-mb05")
+                           name=name, onnx_quantizer=quantizer or "nncf")
             for f, p in wanted:
                 path = folder / FORMATS[f].file_name(stem, p)
                 t = _file_target(path, peer=True) if path.exists() else Target(
@@ -299,5 +303,9 @@ def run_bench(inputs: list[str], out: str | Path, runtimes="torch,onnxruntime,li
 def _peek(path: str, load_runner) -> dict:
     _, runner = load_runner(path, 1)
     meta = runner.metadata
-    return {"format": format_of_path(path).name, "precision": meta.get("edgefa.precision"),
-            "postprocess": json.loads(meta.get("edgefa.postprocess", "false"))}
+    fmt, precision = format_of_path(path).name, meta.get("edgefa.precision")
+    info = {"format": fmt, "precision": precision, "postprocess": json.loads(meta.get("edgefa.postprocess", "false"))}
+    if fmt == "onnx" and precision == "int8":  # which quantizer made it (the exporter's calibration note)
+        info["onnx_quantizer"] = ("onnxruntime" if "onnxruntime quantize_static" in meta.get("edgefa.calibration", "")
+                                  else "nncf")
+    return info

@@ -185,3 +185,18 @@ def test_a_model_past_its_timeout_fails_its_row(exported, tmp_path):
     record, code = run_bench([files[0]], tmp_path / "run", data=None, timeout=0.5, **FAST)
     assert code == 1
     assert record["targets"][0]["status"] == "failed" and "timed out after" in record["targets"][0]["note"]
+
+
+@pytest.mark.shared
+def test_peer_int8_onnx_is_quantized_like_the_benched_file(tmp_path, peer_checkpoint):
+    """A file made with --onnx-quantizer onnxruntime is compared with a peer file made the same way
+    (NNCF's placement runs several times slower in onnxruntime, so the ratio would mislead)."""
+    from edgefa.benchmarks.bench import Target, _peek, peer_targets
+    from edgefa.runtime.artifact import load_runner
+
+    mine = Target("mine-int8.onnx", "file", "unused", "onnxruntime",
+                  info={"format": "onnx", "precision": "int8", "postprocess": True, "onnx_quantizer": "onnxruntime"})
+    peers = peer_targets([mine], tmp_path, progress=False)
+    onnx_peers = [t for t in peers if t.ref.endswith(".onnx")]
+    assert [Path(t.ref).name for t in onnx_peers] == ["3ddfa-v2-mb05-ortq-int8.onnx"]
+    assert _peek(onnx_peers[0].ref, load_runner)["onnx_quantizer"] == "onnxruntime"  # read back from its metadata
