@@ -2,10 +2,11 @@
 # Training on a lent GPU machine (the `run` tool: one H200 or H100, 15 minutes of device time in all,
 # at most 10 minutes a command, 64 MiB travelling: the tracked tree plus `carry`, 8 files of 16 MiB back).
 #
-# 1. Here, once:   benchmarks/device_train.sh prepare
+# 1. Here, once:   benchmarks/device_train.sh prepare GROUP
 #    packs aflw-train (WebP q50 in one blob, 28 MiB), the compact refined labels (4 MiB), bfm68 and
-#    the mb05 teacher into .pack/ (git-ignored) and checks that tree + pack fit the 64 MiB.
-# 2. There, as the run tool's command, with carry [".pack"] (PYTHONPATH=. : the repo is not installed):
+#    the mb05 teacher into .pack/ (git-ignored), checks that the tree plus what GROUP carries fit the
+#    64 MiB and prints the carry: [".pack/data"] for refined (no teacher), [".pack"] for the others.
+# 2. There, as the run tool's command, with that carry (PYTHONPATH=. : the repo is not installed):
 #      bash benchmarks/device_train.sh run BUDGET_SECONDS GROUP [key=value ...]
 #    GROUP  refined : the refined-label recipe on every backbone (no teacher; EMA), full schedules
 #           distill : the six batch-128 distillation recipes (mobilenetv3-small/large, mobilenetv2,
@@ -26,12 +27,17 @@ cmd=${1:?prepare | run BUDGET GROUP}
 shift
 PY=${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}
 if [[ $cmd == prepare ]]; then
+  # the refined group needs no teacher: it carries .pack/data only (the mb05 .pth stays here)
+  group=${1:-distill}
+  case $group in refined) carry=.pack/data ;; distill|heads|prune) carry=.pack ;;
+    *) echo "device_train: unknown group '$group' (refined | distill | heads | prune)" >&2; exit 2 ;; esac
   labels=${LABELS:-runs/labels/aflw-train.npz}
   [[ -d .pack ]] || "$PY" -m edgefa.training.pack_data .pack --labels "$labels"
   tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
-  pack=$(du -cb .pack | tail -1 | cut -f1)
-  echo "tracked tree $((tree / 1048576)) MiB + .pack $((pack / 1048576)) MiB = $(((tree + pack) / 1048576)) MiB (limit 64)"
-  (( tree + pack <= 64 * 1048576 )) || { echo "device_train: over 64 MiB: drop binaries or lower the WebP quality" >&2; exit 2; }
+  pack=$(du -cb "$carry" | tail -1 | cut -f1)
+  echo "tracked tree $((tree / 1048576)) MiB + $carry $((pack / 1048576)) MiB = $(((tree + pack) / 1048576)) MiB (limit 64)"
+  (( tree + pack <= 64 * 1048576 )) || { echo "device_train: over 64 MiB for group $group: drop binaries or repack with a lower --quality" >&2; exit 2; }
+  echo "run it with carry [\"$carry\"]"
   exit 0
 fi
 [[ $cmd == run ]] || { echo "device_train: unknown command '$cmd' (prepare | run)" >&2; exit 2; }
