@@ -141,10 +141,9 @@ def run_study(args) -> int:
     label = args.name or source.parent.name
     settings = _settings(args)
     stages = _stages(args.stages)  # checked before anything is written
-    from edgefa.converters.to_onnx import INT8_QUANTIZERS
+    from edgefa.converters.to_onnx import int8_settings
 
-    if args.onnx_quantizer not in INT8_QUANTIZERS:
-        raise unknown_name_error("--onnx-quantizer", args.onnx_quantizer, INT8_QUANTIZERS)
+    int8_settings(args.onnx_quantizer)  # a typo fails before any training
     where = _where()
     log = {"source": str(source), "label": label, "commands": [f"{script_command(args.argv)}  # on {where}"],
            "settings": settings, "stages": {}}

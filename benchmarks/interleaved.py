@@ -28,17 +28,24 @@ def crop_for(runner, seed: int = 0) -> np.ndarray:
     return rng.random(shape, dtype=np.float32)
 
 
-def interleaved(paths: list[str], rounds: int = 9, runs: int = 200, warmup: int = 20) -> list[dict]:
+def round_medians(paths: list, rounds: int, runs: int, warmup: int = 20, x: np.ndarray | None = None) -> list[list[float]]:
+    """Per file, the median call (ms) of each round; every round times the files in turn. ``x``: the
+    input for every file (default: a random crop of the input each file declares)."""
     from edgefa.benchmarks.timing import time_calls
     from edgefa.runtime.artifact import load_runner
 
     runners = [load_runner(p, threads=1)[1] for p in paths]
-    crops = [crop_for(r) for r in runners]
+    crops = [crop_for(r) if x is None else x for r in runners]
     per_round = [[] for _ in paths]
     for _ in range(rounds):
-        for k, (runner, x) in enumerate(zip(runners, crops)):
-            calls = time_calls(lambda runner=runner, x=x: runner.run(x), warmup=warmup, runs=runs)
+        for k, (runner, crop) in enumerate(zip(runners, crops)):
+            calls = time_calls(lambda runner=runner, crop=crop: runner.run(crop), warmup=warmup, runs=runs)
             per_round[k].append(float(np.median(calls)))
+    return per_round
+
+
+def interleaved(paths: list[str], rounds: int = 9, runs: int = 200, warmup: int = 20) -> list[dict]:
+    per_round = round_medians(paths, rounds, runs, warmup)
     ref = np.array(per_round[0])
     rows = []
     for path, times in zip(paths, per_round):

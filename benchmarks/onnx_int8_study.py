@@ -212,15 +212,9 @@ def layer_errors(float_model, int8_model, x: np.ndarray) -> list[dict]:
 def interleaved_p50(paths: dict[str, Path], rounds: int, runs: int, x: np.ndarray) -> dict[str, dict]:
     """p50 ms per file, 1 thread, batch 1: every round times each file in turn (A/B/A/B...), so a
     busy spell of the shared machine hits all of them; the figure is the median of the rounds' p50s."""
-    from edgefa.benchmarks.timing import time_calls
-    from edgefa.runtime.onnx import session
+    from edgefa.benchmarks.interleaved import round_medians
 
-    sessions = {k: session(p, threads=1) for k, p in paths.items()}
-    per_round = {k: [] for k in paths}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            feed = {s.get_inputs()[0].name: x}
-            per_round[k].append(float(np.median(time_calls(lambda s=s, feed=feed: s.run(None, feed), warmup=5, runs=runs))))
+    per_round = dict(zip(paths, round_medians(list(paths.values()), rounds, runs, warmup=5, x=x)))
     return {k: {"p50_ms": float(np.median(v)), "rounds_ms": [round(t, 3) for t in v],
                 "spread": float((max(v) - min(v)) / np.median(v))} for k, v in per_round.items()}
 

@@ -21,7 +21,7 @@ from edgefa import __version__
 from edgefa.converters.graph import ExportGraph
 from edgefa.converters.parity import compare, gate, torch_outputs
 from edgefa.detect.crop import crop_metadata
-from edgefa.errors import EdgefaError, unknown_name_error
+from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_json, check_writable_dir, file_size_mb, temp_sibling
 from edgefa.paths import portable
 from edgefa.quantization.qat import is_qat  # importing it also lets QAT checkpoints load (a rebuild hook)
@@ -225,11 +225,10 @@ def run_export(model: str, formats: str, precisions: str, out: str | Path, calib
     """... ``eval_data``: a dataset spec (e.g. ``aflw2000-3d``) every file that passed parity is
     evaluated on, in its own runtime; the scores go into the file (``edgefa.eval``) and the summary.
     ``onnx_quantizer``: how a float model becomes an ONNX int8 file (``nncf`` | ``onnxruntime``)."""
-    from edgefa.converters.to_onnx import INT8_QUANTIZERS
+    from edgefa.converters.to_onnx import int8_settings
 
     check_name(name)
-    if onnx_quantizer not in INT8_QUANTIZERS:
-        raise unknown_name_error("--onnx-quantizer", onnx_quantizer, INT8_QUANTIZERS)
+    int8_settings(onnx_quantizer)  # a typo fails here, before any work
     jobs = plan(formats, precisions)  # unknown format / unsupported precision: before any work
     for fmt in dict.fromkeys(f for f, _ in jobs):
         fmt.require()

@@ -198,6 +198,13 @@ FALLBACK_INT8 = Int8Settings(quantizer="onnxruntime", method="percentile", float
 ORT_INT8 = Int8Settings(quantizer="onnxruntime", method="minmax", activations="uint8", float_parts=("classifier",))
 INT8_QUANTIZERS = {"nncf": DEFAULT_INT8, "onnxruntime": ORT_INT8}
 
+
+def int8_settings(quantizer: str) -> Int8Settings:
+    """The settings ``--onnx-quantizer NAME`` stands for; a typo is one line naming the closest."""
+    if quantizer not in INT8_QUANTIZERS:
+        raise unknown_name_error("--onnx-quantizer", quantizer, INT8_QUANTIZERS)
+    return INT8_QUANTIZERS[quantizer]
+
 FLOAT_PARTS = {
     "stem": "the first convolution",
     "se": "squeeze-excitation convolutions (between a global pooling and the Mul that scales the features)",
@@ -399,9 +406,7 @@ def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata
     elif qat:
         info["calibration"] = qat_calibration_note(graph.net)
     elif precision == "int8":
-        if quantizer not in INT8_QUANTIZERS:
-            raise unknown_name_error("--onnx-quantizer", quantizer, INT8_QUANTIZERS)
-        model, notes = _int8(model, graph, calib, INT8_QUANTIZERS[quantizer])
+        model, notes = _int8(model, graph, calib, int8_settings(quantizer))
         info.update(notes)
     model = _set_metadata(model, {**metadata, **({"edgefa.calibration": info["calibration"]} if "calibration" in info else {})})
     onnx.checker.check_model(model)

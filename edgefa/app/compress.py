@@ -61,17 +61,15 @@ def _taylor_loss(cfg: dict, face_model, n: int):
 def _resume_pruned(run_dir: Path, cfg: dict, resume: str):
     """The pruned model a killed fine-tune continues from: ``run_dir/pruned.pt``, checked to be the
     pruning this call asks for (another ratio or method would mix two studies)."""
-    from edgefa.models.checkpoint import load_checkpoint
-
     pruned_path = run_dir / "pruned.pt"
     if not pruned_path.is_file():
         raise EdgefaError(f"--resume {resume}: {pruned_path} is missing (the pruned model the fine-tune started from)")
-    record = load_checkpoint(pruned_path).get("compression", {}).get("pruning", {})
+    model, _, state = _load(pruned_path)
+    record = state.get("compression", {}).get("pruning", {})
     p = cfg["prune"]
     if record.get("requested_macs_ratio") != float(p["ratio"]) or record.get("method") != p["method"]:
         raise EdgefaError(f"--resume {resume}: {pruned_path} was pruned with ratio {record.get('requested_macs_ratio')}, "
                           f"method {record.get('method')}; this call asks ratio {p['ratio']}, method {p['method']}")
-    model, _, _ = _load(pruned_path)
     return model
 
 
