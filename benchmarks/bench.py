@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from edgefa.benchmarks.machine import machine_facts
+from edgefa.converters.to_onnx import quantizer_of_note
 from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.fileio import check_writable, json_bytes, refuse_special_file, temp_sibling, write_file_set
 from edgefa.paths import portable, shared_root
@@ -306,6 +307,5 @@ def _peek(path: str, load_runner) -> dict:
     fmt, precision = format_of_path(path).name, meta.get("edgefa.precision")
     info = {"format": fmt, "precision": precision, "postprocess": json.loads(meta.get("edgefa.postprocess", "false"))}
     if fmt == "onnx" and precision == "int8":  # which quantizer made it (the exporter's calibration note)
-        info["onnx_quantizer"] = ("onnxruntime" if "onnxruntime quantize_static" in meta.get("edgefa.calibration", "")
-                                  else "nncf")
+        info["onnx_quantizer"] = quantizer_of_note(meta.get("edgefa.calibration", "")) or "nncf"
     return info

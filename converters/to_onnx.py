@@ -205,6 +205,12 @@ def int8_settings(quantizer: str) -> Int8Settings:
         raise unknown_name_error("--onnx-quantizer", quantizer, INT8_QUANTIZERS)
     return INT8_QUANTIZERS[quantizer]
 
+
+def quantizer_of_note(note: str) -> str | None:
+    """The ``--onnx-quantizer`` name whose settings wrote a file's calibration note (its
+    ``edgefa.calibration`` metadata); None for anything else (the fallback where NNCF failed, QAT)."""
+    return next((name for name, settings in INT8_QUANTIZERS.items() if f", {settings.describe()}" in note), None)
+
 FLOAT_PARTS = {
     "stem": "the first convolution",
     "se": "squeeze-excitation convolutions (between a global pooling and the Mul that scales the features)",

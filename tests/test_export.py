@@ -14,6 +14,7 @@ from edgefa.app.cli import main
 from edgefa.converters import parity
 from edgefa.converters.export import run_export
 from edgefa.converters.graph import ExportGraph
+from edgefa.converters.to_onnx import FALLBACK_INT8, INT8_QUANTIZERS, quantizer_of_note
 from edgefa.errors import EdgefaError
 from edgefa.facemodel.geometry import euler_angles, euler_to_rotation, landmarks
 from edgefa.models.registry import create_model, list_models
@@ -329,3 +330,16 @@ def test_shell_command_pastes_back_as_it_ran():
     assert shlex.split(command) == ["edgefa", "pipeline", "--config", "training/configs/pipeline-quick.yaml",
                                     'train.overrides=["epochs=1","data.workers=0"]', "bench.data=aflw2000-3d:../shared/data/x"]
     assert str(REPO_ROOT) not in command
+
+
+@pytest.mark.parametrize("name", sorted(INT8_QUANTIZERS))
+def test_quantizer_of_note_reads_back_each_named_quantizer(name):
+    note = f"static PTQ, 256 calibration crops, {INT8_QUANTIZERS[name].describe()}; settings chosen in x.md"
+    assert quantizer_of_note(note) == name
+
+
+def test_quantizer_of_note_does_not_name_the_fallback():
+    # the fallback is an onnxruntime quantize_static recipe, but not the one `--onnx-quantizer onnxruntime` asks for
+    note = f"static PTQ, 256 calibration crops, {FALLBACK_INT8.describe()} (nncf not installed)"
+    assert quantizer_of_note(note) is None
+    assert quantizer_of_note("learned in QAT") is None
