@@ -4,8 +4,9 @@
 #
 # 1. Here, once:   benchmarks/device_train.sh prepare GROUP
 #    packs aflw-train (WebP q50 in one blob, 28 MiB), the compact refined labels (4 MiB), bfm68 and
-#    the mb05 teacher into .pack/ (git-ignored), checks that the tree plus what GROUP carries fit the
-#    64 MiB and prints the carry: [".pack/data"] for refined (no teacher), [".pack"] for the others.
+#    the mb05 teacher into .pack/ (git-ignored), checks that the tree plus what GROUP reads fit the
+#    64 MiB and prints the carry: refined reads the labels and no teacher, distill / heads the
+#    teacher and no labels, prune the labels and each $SOURCES/best.pt (mb05-refined: 66 MiB, over).
 # 2. There, as the run tool's command, with that carry (PYTHONPATH=. : the repo is not installed):
 #      bash benchmarks/device_train.sh run BUDGET_SECONDS GROUP [key=value ...]
 #    GROUP  refined : the refined-label recipe on every backbone (no teacher; EMA), full schedules
@@ -20,35 +21,42 @@
 #    (plan, step times, histories) and the log; start the next stage here with init=$OUT/NAME.safetensors
 #    or evaluate with `edgefa eval --model ...` after `python -m edgefa.training.publish`.
 # Trying it on a CPU first (tiny): OUT=/tmp/o EDGEFA_SHARED=.pack bash benchmarks/device_train.sh run 120 refined \
-#      epochs=1 "data.train=aflw-train:.pack/data/aflw-train,split=train,n=256,labels=.pack/data/aflw-train/labels.npz" \
+#      epochs=1 "data.train=aflw-train:.pack/data/aflw-train,split=train,n=256,labels=.pack/labels.npz" \
 #      "data.val=aflw-train:.pack/data/aflw-train,split=val,n=64" device=cpu data.workers=2
 set -euo pipefail
+GROUP_NAMES="refined | distill | heads | prune"
+carry_of() {  # what each group reads from the pack (each file travels in the 64 MiB)
+  case $1 in refined) echo ".pack/data .pack/labels.npz" ;; distill|heads) echo ".pack/data .pack/peers" ;;
+    prune) echo ".pack/data .pack/labels.npz${SOURCES:+ ${SOURCES// //best.pt }/best.pt}" ;; *) echo "device_train: unknown group '$1' ($GROUP_NAMES)" >&2; return 2 ;; esac
+}
 cmd=${1:?prepare | run BUDGET GROUP}
 shift
 PY=${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}
 if [[ $cmd == prepare ]]; then
-  # the refined group needs no teacher: it carries .pack/data only (the mb05 .pth stays here)
   group=${1:-distill}
-  case $group in refined) carry=.pack/data ;; distill|heads|prune) carry=.pack ;;
-    *) echo "device_train: unknown group '$group' (refined | distill | heads | prune)" >&2; exit 2 ;; esac
+  carry=$(carry_of "$group") || exit 2
   labels=${LABELS:-runs/labels/aflw-train.npz}
   [[ -d .pack ]] || "$PY" -m edgefa.training.pack_data .pack --labels "$labels"
+  for path in $carry; do  # a pack made before labels.npz moved out of data/ lacks it
+    [[ -e $path ]] || { echo "device_train: $path: not in the pack; remove .pack and prepare again" >&2; exit 2; }
+  done
   tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
-  pack=$(du -cb "$carry" | tail -1 | cut -f1)
+  # shellcheck disable=SC2086  # carry is a list of paths without spaces
+  pack=$(du -cb $carry | tail -1 | cut -f1)
   echo "tracked tree $((tree / 1048576)) MiB + $carry $((pack / 1048576)) MiB = $(((tree + pack) / 1048576)) MiB (limit 64)"
   (( tree + pack <= 64 * 1048576 )) || { echo "device_train: over 64 MiB for group $group: drop binaries or repack with a lower --quality" >&2; exit 2; }
-  echo "run it with carry [\"$carry\"]"
+  echo "run it with carry [\"${carry// /\", \"}\"]"
   exit 0
 fi
 [[ $cmd == run ]] || { echo "device_train: unknown command '$cmd' (prepare | run)" >&2; exit 2; }
 budget=${1:?budget seconds}
-group=${2:?group: refined | distill | heads | prune}
+group=${2:?group: $GROUP_NAMES}
 shift 2
-case $group in refined|distill|heads|prune) ;; *) echo "device_train: unknown group '$group' (refined | distill | heads | prune)" >&2; exit 2 ;; esac
+carry_of "$group" > /dev/null || exit 2
 out=${OUT:?OUT: the folder whose files come back}
 export EDGEFA_SHARED=${EDGEFA_SHARED:-.pack} PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1
 workers=$(( $(nproc) > 2 ? $(nproc) - 1 : 1 ))
-labels="labels={shared}/data/aflw-train/labels.npz"
+refined_train="data.train=aflw-train:{shared}/data/aflw-train,split=train,labels={shared}/labels.npz"
 common=(data.workers=$workers)
 case $group in
   refined)  # the refined-label recipe (mobilenetv3-small-refined.yaml) with each backbone
@@ -56,17 +64,20 @@ case $group in
     for m in mobilenetv3_small_100 mobilenetv3_large_100 mobilenetv2_100 mobilevit_xs mobilevitv2_100 mobile_frnet; do
       configs+=(--config "training/configs/mobilenetv3-small-refined.yaml model.name=$m name=refined-${m//_/-}")
     done
-    common+=("data.train=aflw-train:{shared}/data/aflw-train,split=train,$labels") ;;
+    common+=("$refined_train") ;;
   distill) configs=(); for r in mobilenetv3-small mobilenetv3-large mobilenetv2 mobilevit-xs mobilevitv2-100 mobile-frnet; do
              configs+=(--config "training/configs/$r.yaml"); done ;;
   heads) configs=(--config training/configs/query-decoder.yaml --config training/configs/multitask-mobilevit-s.yaml) ;;
   prune)
     for s in ${SOURCES:?SOURCES: runs/NAME folders of the sources}; do
-      "$PY" benchmarks/compression.py run --source "$s/best.pt" -o "runs/compression/$(basename "$s")" --stages p50 \
-        --method taylor --workers "$workers" --train-only --quiet "$@" >> "$out/prune.log" 2>&1
+      study="runs/compression/$(basename "$s")"
+      "$PY" benchmarks/compression.py run --source "$s/best.pt" -o "$study" --stages p50 \
+        --method taylor --workers "$workers" --train-only --quiet "$refined_train" "$@" >> "$out/prune.log" 2>&1
+      # only $OUT comes back (8 files): the pruned structure and the fine-tune's best weights
+      cp "$study/p50/pruned.pt" "$out/$(basename "$s")-p50-pruned.pt"
+      cp "$study/p50/finetune/best.pt" "$out/$(basename "$s")-p50-finetune-best.pt"
     done
     exit 0 ;;
-  *) echo "device_train: unknown group '$group' (refined | distill | heads | prune)" >&2; exit 2 ;;
 esac
 "$PY" -m edgefa.training.device_trainer "${configs[@]}" --budget "$budget" --weights-out "$out" "${common[@]}" \
   "$@" 2>&1 | tee "$out/device-train.log"

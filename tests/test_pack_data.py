@@ -85,7 +85,7 @@ def test_pack_carries_compact_labels_that_read_back_the_same(tmp_path, bfm68):
     save_labels(tmp_path / "labels.npz", names, params, bfm68, {"format": "edgefa-aflw-labels/1", "face_model": "bfm68"})
     out = tmp_path / "pack"
     assert pack_main([str(out), "--shared", str(tmp_path / "shared"), "--labels", str(tmp_path / "labels.npz")]) == 0
-    packed = out / "data" / "aflw-train" / "labels.npz"
+    packed = out / "labels.npz"
     full, compact = read_labels(tmp_path / "labels.npz", names[::-1]), read_labels(packed, names[::-1])
     # fp16 whitened params: landmarks within 0.1 px of the originals, angles within 0.05 degrees
     np.testing.assert_allclose(compact["pts68"], full["pts68"], atol=0.1)

@@ -3,7 +3,7 @@ upload): aflw-train's crops re-encoded as WebP in one blob, its labels, the bfm6
 mb05 teacher and (``--labels``) a compact copy of a refined-labels file, in the shared layout, so
 
     EDGEFA_SHARED=PACK edgefa train --config training/configs/NAME.yaml \
-        "data.train=aflw-train:{shared}/data/aflw-train,split=train,labels={shared}/data/aflw-train/labels.npz"
+        "data.train=aflw-train:{shared}/data/aflw-train,split=train,labels={shared}/labels.npz"
 
 runs there unchanged.
 
@@ -31,6 +31,7 @@ from edgefa.errors import EdgefaError
 from edgefa.paths import shared_root
 
 TEACHER = Path("peers/3ddfa_v2_mb05/mb05_120x120.pth")
+PACKED_LABELS = Path("labels.npz")
 BFM = Path("data/bfm68")
 AFLW = Path("data/aflw-train")
 LABELS = ("pts21.npy", "roi_box.npy", "yaws.npy")
@@ -70,7 +71,8 @@ def pack(shared: Path, out: Path, quality: int = 50, labels: Path | None = None)
         for label in ("train.list", *LABELS):
             shutil.copy2(src / label, tmp / AFLW / label)
         if labels is not None:
-            compact_labels(labels, tmp / AFLW / "labels.npz")
+            # beside data/, not in it: a group that reads no labels carries data/ without them
+            compact_labels(labels, tmp / PACKED_LABELS)
         shutil.copytree(shared / BFM, tmp / BFM)
         (tmp / TEACHER).parent.mkdir(parents=True)
         shutil.copy2(shared / TEACHER, tmp / TEACHER)
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("output", help="new folder for the pack (keep it git-ignored, e.g. .pack)")
     parser.add_argument("--shared", default=None, help="the shared data folder (default: $EDGEFA_SHARED or ../shared)")
     parser.add_argument("--quality", type=int, default=50, help="WebP quality 1-100")
-    parser.add_argument("--labels", help="a refined-labels file to pack (compact) as data/aflw-train/labels.npz")
+    parser.add_argument("--labels", help="a refined-labels file to pack (compact) as labels.npz")
     parser.add_argument("--archive", action="store_true", help="also write OUTPUT.tgz (one file)")
     args = parser.parse_args(argv)
     try:
