@@ -105,7 +105,7 @@ def test_train_only_run_then_the_same_study_exports_without_training_again(sourc
 
 def test_a_file_that_fails_its_gate_is_a_failed_row_and_a_rerun_retries_it(source, tmp_path, capsys, monkeypatch):
     import edgefa.converters.export
-    from edgefa.benchmarks.compression import _section, study_rows
+    from edgefa.benchmarks.compression_report import _section, study_rows
 
     run = tmp_path / "s"
     real_gate = edgefa.converters.export.gate
