@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from edgefa.benchmarks.machine import machine_facts
-from edgefa.converters.to_onnx import quantizer_of_note
+from edgefa.converters.onnx_int8 import quantizer_of_note
 from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.fileio import check_writable, json_bytes, refuse_special_file, temp_sibling, write_file_set
 from edgefa.paths import portable, shared_root

@@ -112,7 +112,7 @@ def run_study(args) -> int:
     label = args.name or source.parent.name
     settings = _settings(args)
     stages = _stages(args.stages)  # checked before anything is written
-    from edgefa.converters.to_onnx import int8_settings
+    from edgefa.converters.onnx_int8 import int8_settings
 
     int8_settings(args.onnx_quantizer)  # a typo fails before any training
     where = _where()

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from edgefa.benchmarks.machine import machine_facts, machine_line, script_command, versions_line
-from edgefa.converters.to_onnx import Int8Settings, _set_metadata, quantize
+from edgefa.converters.onnx_int8 import Int8Settings, quantize
+from edgefa.converters.to_onnx import _set_metadata
 from edgefa.errors import EdgefaError
 from edgefa.fileio import file_size_mb, write_md_json
 from edgefa.metrics import BIN_NAMES

@@ -225,7 +225,7 @@ def run_export(model: str, formats: str, precisions: str, out: str | Path, calib
     """... ``eval_data``: a dataset spec (e.g. ``aflw2000-3d``) every file that passed parity is
     evaluated on, in its own runtime; the scores go into the file (``edgefa.eval``) and the summary.
     ``onnx_quantizer``: how a float model becomes an ONNX int8 file (``nncf`` | ``onnxruntime``)."""
-    from edgefa.converters.to_onnx import int8_settings
+    from edgefa.converters.onnx_int8 import int8_settings
 
     check_name(name)
     int8_settings(onnx_quantizer)  # a typo fails here, before any work

@@ -14,7 +14,7 @@ from edgefa.app.cli import main
 from edgefa.converters import parity
 from edgefa.converters.export import run_export
 from edgefa.converters.graph import ExportGraph
-from edgefa.converters.to_onnx import FALLBACK_INT8, INT8_QUANTIZERS, quantizer_of_note
+from edgefa.converters.onnx_int8 import FALLBACK_INT8, INT8_QUANTIZERS, quantizer_of_note
 from edgefa.errors import EdgefaError
 from edgefa.facemodel.geometry import euler_angles, euler_to_rotation, landmarks
 from edgefa.models.registry import create_model, list_models

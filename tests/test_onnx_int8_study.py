@@ -50,7 +50,7 @@ def test_layer_errors_find_a_broken_scale(source, tmp_path):
     from onnx import numpy_helper
 
     from edgefa.converters.export import load_crops, run_export
-    from edgefa.converters.to_onnx import Int8Settings, quantize
+    from edgefa.converters.onnx_int8 import Int8Settings, quantize
     from edgefa.runtime.inputs import prepare_input
 
     rows, _ = run_export(str(source), "onnx", "fp32", tmp_path, parity_data="synthetic:seed=3,n=2", parity_n=2,
@@ -87,7 +87,7 @@ def test_exporter_default_float_parts_and_fallback(source, tmp_path, monkeypatch
     it falls back to the study's best onnxruntime settings and says why."""
     import onnx
 
-    from edgefa.converters import to_onnx
+    from edgefa.converters import onnx_int8
     from edgefa.converters.export import run_export
     from edgefa.runtime.artifact import load_runner
 
@@ -96,8 +96,8 @@ def test_exporter_default_float_parts_and_fallback(source, tmp_path, monkeypatch
     rows, _ = run_export(str(source), "onnx", "fp32,int8", tmp_path / "a", **quiet)
     assert [r.status for r in rows] == ["ok", "ok"], [r.reason for r in rows]
     float_model = onnx.load(rows[0].file)
-    tail = set(to_onnx._float_only_nodes(float_model))
-    parts = {p: to_onnx.float_part_nodes(float_model, [p], tail) for p in to_onnx.FLOAT_PARTS}
+    tail = set(onnx_int8.float_only_nodes(float_model))
+    parts = {p: onnx_int8.float_part_nodes(float_model, [p], tail) for p in onnx_int8.FLOAT_PARTS}
     assert len(parts["stem"]) == len(parts["classifier"]) == 1 and len(parts["se"]) == 18  # 9 SE blocks
     assert parts["classifier"][0] in parts["head"] and len(parts["depthwise"]) == 11
     note = load_runner(rows[1].file)[1].metadata["edgefa.calibration"]
@@ -110,7 +110,7 @@ def test_exporter_default_float_parts_and_fallback(source, tmp_path, monkeypatch
     def missing(*args):
         raise ImportError("no nncf")
 
-    monkeypatch.setattr(to_onnx, "_quantize_nncf", missing)
+    monkeypatch.setattr(onnx_int8, "_quantize_nncf", missing)
     rows, _ = run_export(str(source), "onnx", "int8", tmp_path / "b", **quiet)
     assert rows[0].status == "ok", rows[0].reason
     note = load_runner(rows[0].file)[1].metadata["edgefa.calibration"]
