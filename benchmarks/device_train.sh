@@ -14,7 +14,10 @@
 #                     mobilevit-xs, mobilevitv2-100, mobile-frnet), one mb05 forward serving all
 #           heads   : query-decoder and multitask-mobilevit-s (PCGrad; heavier: a command of its own)
 #           prune   : the compression study's pruning stages of runs/SOURCE/best.pt (SOURCE in $SOURCES),
-#                     through benchmarks/compression.py --train-only (QAT and exports stay on the CPU machine)
+#                     through benchmarks/compression.py --train-only (QAT and exports stay on the CPU machine);
+#                     $OUT gets NAME-p50-pruned.pt and NAME-p50-finetune-best.pt: put them here as
+#                     runs/compression/NAME/p50/pruned.pt and p50/finetune/best.pt, then run the same
+#                     compression.py command without --train-only to export and bench them
 #    Every recipe of the group trains in one process (edgefa.training.device_trainer): a 20 s probe
 #    times each model, the recipes whose full schedules fit BUDGET_SECONDS run, the rest are named as
 #    left out. Each best checkpoint comes back as fp16 .safetensors in $OUT with device-train.json
