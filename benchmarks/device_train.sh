@@ -15,9 +15,10 @@
 #           heads   : query-decoder and multitask-mobilevit-s (PCGrad; heavier: a command of its own)
 #           prune   : the compression study's pruning stages of runs/SOURCE/best.pt (SOURCE in $SOURCES),
 #                     through benchmarks/compression.py --train-only (QAT and exports stay on the CPU machine);
-#                     $OUT gets NAME-p50-pruned.pt and NAME-p50-finetune-best.pt: put them here as
-#                     runs/compression/NAME/p50/pruned.pt and p50/finetune/best.pt, then run the same
-#                     compression.py command without --train-only to export and bench them
+#                     $OUT gets NAME-study.json, NAME-p50-pruned.pt and NAME-p50-finetune-best.pt: put
+#                     them here as runs/compression/NAME/{study.json,p50/pruned.pt,p50/finetune/best.pt}
+#                     and run the logged compression.py command (same overrides) without --train-only:
+#                     the recorded stage is not redone, its files are exported and benched
 #    Every recipe of the group trains in one process (edgefa.training.device_trainer): a 20 s probe
 #    times each model, the recipes whose full schedules fit BUDGET_SECONDS run, the rest are named as
 #    left out. Each best checkpoint comes back as fp16 .safetensors in $OUT with device-train.json
@@ -76,7 +77,8 @@ case $group in
       study="runs/compression/$(basename "$s")"
       "$PY" benchmarks/compression.py run --source "$s/best.pt" -o "$study" --stages p50 \
         --method taylor --workers "$workers" --train-only --quiet "$refined_train" "$@" >> "$out/prune.log" 2>&1
-      # only $OUT comes back (8 files): the pruned structure and the fine-tune's best weights
+      # only $OUT comes back (8 files): the study record, the pruned structure, the fine-tune's best weights
+      cp "$study/study.json" "$out/$(basename "$s")-study.json"
       cp "$study/p50/pruned.pt" "$out/$(basename "$s")-p50-pruned.pt"
       cp "$study/p50/finetune/best.pt" "$out/$(basename "$s")-p50-finetune-best.pt"
     done
