@@ -48,21 +48,27 @@ def to_markdown(tables: list[dict], command: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def files_report_main(prog: str, description: str, argv, render) -> int:
+    """The command line of an operator report (also ``onnx_ops.py``): FILE... [-o OUTPUT]; a missing
+    file is one error line; ``render(files, command)`` returns the Markdown."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("files", nargs="+")
     parser.add_argument("-o", "--output", help="write OUTPUT.md")
     args = parser.parse_args(argv)
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
-        print(f"tflite_ops: error: {missing[0]}: no such file", file=sys.stderr)
+        print(f"{prog}: error: {missing[0]}: no such file", file=sys.stderr)
         return 2
-    tables = [op_table(f) for f in args.files]
-    text = to_markdown(tables, script_command(argv))
+    text = render(args.files, script_command(argv))
     if args.output:
         atomic_write_bytes(Path(args.output).with_suffix(".md"), text.encode())
     print(text)
     return 0
+
+
+def main(argv=None) -> int:
+    return files_report_main("tflite_ops", __doc__.splitlines()[0], argv,
+                             lambda files, command: to_markdown([op_table(f) for f in files], command))
 
 
 if __name__ == "__main__":
