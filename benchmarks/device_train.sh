@@ -29,9 +29,14 @@
 #      "data.val=aflw-train:.pack/data/aflw-train,split=val,n=64" device=cpu data.workers=2
 set -euo pipefail
 GROUP_NAMES="refined | distill | heads | prune"
+SOURCES=${SOURCES:-}
+read -ra sources <<< "${SOURCES//$'\n'/ }"  # the prune group's runs/NAME folders, split on any whitespace
 carry_of() {  # what each group reads from the pack (each file travels in the 64 MiB)
   case $1 in refined) echo ".pack/data .pack/labels.npz" ;; distill|heads) echo ".pack/data .pack/peers" ;;
-    prune) echo ".pack/data .pack/labels.npz${SOURCES:+ ${SOURCES// //best.pt }/best.pt}" ;; *) echo "device_train: unknown group '$1' ($GROUP_NAMES)" >&2; return 2 ;; esac
+    prune) (( ${#sources[@]} )) || { echo "device_train: prune: set SOURCES to the runs/NAME folders to prune" >&2; return 2; }
+      (( ${#sources[@]} <= 2 )) || { echo "device_train: prune: at most 2 SOURCES (3 files each come back, 8 at most)" >&2; return 2; }
+      echo ".pack/data .pack/labels.npz$(printf ' %s/best.pt' "${sources[@]}")" ;;
+    *) echo "device_train: unknown group '$1' ($GROUP_NAMES)" >&2; return 2 ;; esac
 }
 cmd=${1:?prepare | run BUDGET GROUP}
 shift
@@ -41,8 +46,11 @@ if [[ $cmd == prepare ]]; then
   carry=$(carry_of "$group") || exit 2
   labels=${LABELS:-runs/labels/aflw-train.npz}
   [[ -d .pack ]] || "$PY" -m edgefa.training.pack_data .pack --labels "$labels"
-  for path in $carry; do  # a pack made before labels.npz moved out of data/ lacks it
-    [[ -e $path ]] || { echo "device_train: $path: not in the pack; remove .pack and prepare again" >&2; exit 2; }
+  if [[ -e .pack/data/aflw-train/labels.npz || ! -e .pack/labels.npz ]]; then  # made before labels.npz moved out of data/
+    echo "device_train: .pack has the old layout; remove .pack and prepare again" >&2; exit 2
+  fi
+  for path in $carry; do
+    [[ -e $path ]] || { echo "device_train: $path: not found" >&2; exit 2; }
   done
   tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
   # shellcheck disable=SC2086  # carry is a list of paths without spaces
@@ -73,10 +81,11 @@ case $group in
              configs+=(--config "training/configs/$r.yaml"); done ;;
   heads) configs=(--config training/configs/query-decoder.yaml --config training/configs/multitask-mobilevit-s.yaml) ;;
   prune)
-    for s in ${SOURCES:?SOURCES: runs/NAME folders of the sources}; do
+    for s in "${sources[@]}"; do
       study="runs/compression/$(basename "$s")"
       "$PY" benchmarks/compression.py run --source "$s/best.pt" -o "$study" --stages p50 \
-        --method taylor --workers "$workers" --train-only --quiet "$refined_train" "$@" >> "$out/prune.log" 2>&1
+        --method taylor --workers "$workers" --train-only --quiet "$refined_train" "$@" >> "$out/prune.log" 2>&1 \
+        || { tail -20 "$out/prune.log" >&2; exit 1; }
       # only $OUT comes back (8 files): the study record, the pruned structure, the fine-tune's best weights
       cp "$study/study.json" "$out/$(basename "$s")-study.json"
       cp "$study/p50/pruned.pt" "$out/$(basename "$s")-p50-pruned.pt"

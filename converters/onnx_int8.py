@@ -46,7 +46,6 @@ def float_only_nodes(model) -> list[str]:
     return [nodes[i].name for i in range(len(nodes)) if i in tail or i not in body]
 
 
-
 @contextlib.contextmanager
 def _quiet():
     """NNCF and onnxruntime's quantizer log every node at INFO and print; keep the CLI readable."""
@@ -133,8 +132,16 @@ def int8_settings(quantizer: str) -> Int8Settings:
 
 def quantizer_of_note(note: str) -> str | None:
     """The ``--onnx-quantizer`` name whose settings wrote a file's calibration note (its
-    ``edgefa.calibration`` metadata); None for anything else (the fallback where NNCF failed, QAT)."""
-    return next((name for name, settings in INT8_QUANTIZERS.items() if f", {settings.describe()}" in note), None)
+    ``edgefa.calibration`` metadata); None for anything else (the fallback where NNCF failed, QAT).
+    The settings must end where the note's description does (``;``, `` (`` or the end), so settings
+    with more float parts are not taken for a named recipe whose description they start with."""
+    for name, settings in INT8_QUANTIZERS.items():
+        at = note.find(f", {settings.describe()}")
+        rest = note[at + len(settings.describe()) + 2:] if at >= 0 else None
+        if rest is not None and (rest == "" or rest.startswith((";", " ("))):
+            return name
+    return None
+
 
 FLOAT_PARTS = {
     "stem": "the first convolution",

@@ -25,9 +25,18 @@ def test_an_unknown_group_is_one_line_naming_the_groups(args):
 def test_each_group_carries_what_it_reads(tmp_path):
     import os
 
-    carry_of = SCRIPT.read_text().split("carry_of() {", 1)[1].split("\n}\n", 1)[0]
-    script = f"carry_of() {{{carry_of}\n}}\nfor g in refined distill heads prune; do carry_of $g; done"
-    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
-                         env={**os.environ, "SOURCES": "runs/a runs/b"}).stdout.splitlines()
-    assert out == [".pack/data .pack/labels.npz", ".pack/data .pack/peers", ".pack/data .pack/peers",
-                   ".pack/data .pack/labels.npz runs/a/best.pt runs/b/best.pt"]
+    text = SCRIPT.read_text()  # the SOURCES split and carry_of, run alone: no pack is built
+    start = text.index("SOURCES=${SOURCES:-}")
+    definitions = text[start:text.index("\n}\n", start) + 3]
+
+    def carries(sources: str) -> subprocess.CompletedProcess:
+        script = f"{definitions}for g in refined distill heads prune; do carry_of $g || echo failed; done"
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "SOURCES": sources})
+
+    assert carries("  runs/a \n runs/b ").stdout.splitlines() == [
+        ".pack/data .pack/labels.npz", ".pack/data .pack/peers", ".pack/data .pack/peers",
+        ".pack/data .pack/labels.npz runs/a/best.pt runs/b/best.pt"]
+    unset, three = carries(""), carries("runs/a runs/b runs/c")
+    assert unset.stdout.splitlines()[-1] == three.stdout.splitlines()[-1] == "failed"
+    assert "set SOURCES" in unset.stderr and "at most 2 SOURCES" in three.stderr

@@ -343,3 +343,11 @@ def test_quantizer_of_note_does_not_name_the_fallback():
     note = f"static PTQ, 256 calibration crops, {FALLBACK_INT8.describe()} (nncf not installed)"
     assert quantizer_of_note(note) is None
     assert quantizer_of_note("learned in QAT") is None
+
+
+def test_quantizer_of_note_needs_the_whole_settings():
+    from dataclasses import replace
+
+    more_float = replace(INT8_QUANTIZERS["nncf"], float_parts=("classifier", "se"))  # starts like nncf's
+    assert quantizer_of_note(f"static PTQ, 8 calibration crops, {more_float.describe()}") is None
+    assert quantizer_of_note(f"static PTQ, 8 calibration crops, {INT8_QUANTIZERS['nncf'].describe()}") == "nncf"

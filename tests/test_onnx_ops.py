@@ -1,5 +1,9 @@
 """benchmarks/onnx_ops.py: which operators onnxruntime runs for an ONNX file."""
-from edgefa.benchmarks.onnx_ops import main, op_table
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from edgefa.benchmarks.onnx_ops import main, op_table  # noqa: E402
 
 INT8 = "reports/models/mb05-refined-int8.onnx"  # onnxruntime's quantizer: every conv fuses
 FP32 = "reports/models/mb05-refined.onnx"
