@@ -37,7 +37,10 @@ def op_table(path: str | Path) -> dict:
             "conversions": sum(after[op] for op in CONVERSIONS)}
 
 
-def to_markdown(tables: list[dict], command: str, versions: str) -> str:
+def to_markdown(tables: list[dict], command: str) -> str:
+    import onnxruntime as ort
+
+    versions = f"onnxruntime {ort.__version__}"
     lines = ["# Operators onnxruntime runs for each ONNX file", "", f"Command: `{command}`", "",
              f"Versions: {versions}. The optimised graph depends on the CPU (e.g. NCHWc layouts).", ""]
     for t in tables:
@@ -52,12 +55,7 @@ def to_markdown(tables: list[dict], command: str, versions: str) -> str:
 
 
 def main(argv=None) -> int:
-    def render(files, command):
-        import onnxruntime as ort
-
-        return to_markdown([op_table(f) for f in files], command, f"onnxruntime {ort.__version__}")
-
-    return files_report_main("onnx_ops", __doc__.splitlines()[0], argv, render)
+    return files_report_main("onnx_ops", __doc__.splitlines()[0], argv, op_table, to_markdown)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 from edgefa.benchmarks.machine import script_command
-from edgefa.fileio import atomic_write_bytes
+from edgefa.errors import EdgefaError
+from edgefa.fileio import atomic_write_bytes, check_writable
 
 
 def op_table(path: str | Path) -> dict:
@@ -48,27 +49,36 @@ def to_markdown(tables: list[dict], command: str) -> str:
     return "\n".join(lines)
 
 
-def files_report_main(prog: str, description: str, argv, render) -> int:
+def files_report_main(prog: str, description: str, argv, op_table, to_markdown) -> int:
     """The command line of an operator report (also ``onnx_ops.py``): FILE... [-o OUTPUT]; a missing
-    file is one error line; ``render(files, command)`` returns the Markdown."""
+    or unreadable file and an unwritable output are one error line each."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("files", nargs="+")
     parser.add_argument("-o", "--output", help="write OUTPUT.md")
     args = parser.parse_args(argv)
-    missing = [f for f in args.files if not Path(f).is_file()]
-    if missing:
-        print(f"{prog}: error: {missing[0]}: no such file", file=sys.stderr)
+    try:
+        output = check_writable(Path(args.output).with_suffix(".md"), "-o") if args.output else None
+        tables = []
+        for f in args.files:
+            if not Path(f).is_file():
+                raise EdgefaError(f"{f}: no such file")
+            try:
+                tables.append(op_table(f))
+            except Exception as exc:  # the runtime's own parse error, whatever its type
+                raise EdgefaError(f"{f}: not a readable model file ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    except EdgefaError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    text = render(args.files, script_command(argv))
-    if args.output:
-        atomic_write_bytes(Path(args.output).with_suffix(".md"), text.encode())
+    text = to_markdown(tables, script_command(argv))
+    if output:
+        atomic_write_bytes(output, text.encode())
     print(text)
     return 0
 
 
 def main(argv=None) -> int:
-    return files_report_main("tflite_ops", __doc__.splitlines()[0], argv,
-                             lambda files, command: to_markdown([op_table(f) for f in files], command))
+    return files_report_main("tflite_ops", __doc__.splitlines()[0], argv, op_table, to_markdown)
 
 
 if __name__ == "__main__":

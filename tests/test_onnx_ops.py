@@ -24,3 +24,20 @@ def test_cli_writes_markdown_and_refuses_a_missing_file(tmp_path, capsys):
     assert main([str(tmp_path / "none.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert "none.onnx: no such file" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("script", ["onnx", "tflite"])
+def test_a_broken_file_or_an_unwritable_output_is_one_line(script, tmp_path, capsys):
+    from edgefa.benchmarks import tflite_ops
+
+    run = main if script == "onnx" else tflite_ops.main
+    broken = tmp_path / f"broken.{script}"
+    broken.write_bytes(b"not a model")
+    assert run([str(broken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"broken.{script}: not a readable model file" in err and len(err.splitlines()) == 1
+    good = INT8 if script == "onnx" else "reports/models/mb05-refined-int8.tflite"
+    (tmp_path / "file").write_text("")
+    assert run([good, "-o", str(tmp_path / "file" / "ops")]) == 2  # its folder is a file
+    err = capsys.readouterr().err.strip()
+    assert "-o path is a file" in err and len(err.splitlines()) == 1
