@@ -64,6 +64,8 @@ def files_report_main(prog: str, description: str, argv, op_table, to_markdown) 
                 raise EdgefaError(f"{f}: no such file")
             try:
                 tables.append(op_table(f))
+            except ImportError as exc:
+                raise EdgefaError(f"{f}: its runtime is not installed ({exc.name})") from None
             except Exception as exc:  # the runtime's own parse error, whatever its type
                 raise EdgefaError(f"{f}: not a readable model file ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
