@@ -29,14 +29,20 @@ VARIANTS = {
 GOALS = {"int8": 0.10, "p50-ft": 0.15}  # the issue's NME budgets over float, in NME points
 
 
+def _read_json(path: Path, missing: str, broken: str):
+    """``path`` parsed; ``missing`` / ``broken`` (plus the parser's reason) as one error line."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EdgefaError(missing) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgefaError(f"{broken} ({exc})") from None
+
+
 def read_study(path: Path) -> dict:
     """A study folder's ``study.json``; a missing or broken one is one line naming it."""
-    try:
-        log = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EdgefaError(f"{path.parent}: no study.json (run `python benchmarks/compression.py run` first)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EdgefaError(f"{path}: not a study.json ({exc})") from None
+    log = _read_json(path, f"{path.parent}: no study.json (run `python benchmarks/compression.py run` first)",
+                     f"{path}: not a study.json")
     if not isinstance(log, dict) or not isinstance(log.get("stages"), dict):
         raise EdgefaError(f"{path}: not a study.json (no 'stages' mapping)")
     return log
@@ -96,12 +102,8 @@ ROW_KEYS = ("variant", "what", "file", "format", "precision", "params_m", "macs_
 def carried_studies(path: str) -> list[dict]:
     """The studies of an earlier report JSON as measured then (their folders may be gone): rows, and
     the command and machine that measured them."""
-    try:
-        record = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise EdgefaError(f"--previous {path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EdgefaError(f"--previous {path}: not a compression report JSON ({exc})") from None
+    record = _read_json(Path(path), f"--previous {path}: file not found",
+                        f"--previous {path}: not a compression report JSON")
     if not isinstance(record, dict) or not isinstance(record.get("studies"), list):
         raise EdgefaError(f"--previous {path}: not a compression report JSON (no 'studies' list)")
     out = []
