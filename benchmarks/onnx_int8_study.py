@@ -401,21 +401,26 @@ def main(argv=None) -> int:
 
     for key in ("calib_data", "val_data", "eval_data", "parity_data"):
         setattr(args, key, fill_shared(getattr(args, key)))
+    return study_main("onnx_int8_study", args, lambda: run_study(args), markdown)
+
+
+def study_main(prog: str, args, measure, markdown) -> int:
+    """The shared end of the study scripts: measure (or read ``--render``'s earlier record), keep
+    the record as WORK/study.json, write the report with ``--notes``; an error is one line."""
     try:
         notes = Path(args.notes).read_text() if args.notes else ""
         if args.render:
             record = json.loads(Path(args.render).read_text())
         else:
             Path(args.work).mkdir(parents=True, exist_ok=True)
-            record = run_study(args)
+            record = measure()
             (Path(args.work) / "study.json").write_text(json.dumps(record, indent=1))
     except (EdgefaError, OSError, json.JSONDecodeError) as exc:
-        print(f"onnx_int8_study: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     if args.output:
         print(f"wrote {write_md_json(args.output, record, markdown(record, notes))} and .json")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

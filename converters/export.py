@@ -187,6 +187,8 @@ def export_one(fmt: ExportFormat, precision: str, graph: ExportGraph, src: Sourc
         kwargs = {}
         if fmt.name == "tflite" and precision == "int8" and options.get("int8_io"):
             kwargs["int8_io"] = True
+        if fmt.name == "tflite" and precision == "int8" and options.get("int8_float") is not None:
+            kwargs["float_parts"] = options["int8_float"]
         if fmt.name == "onnx" and precision == "int8":
             kwargs["quantizer"] = options.get("onnx_quantizer", "nncf")
         row.info = module.export(graph, tmp, precision, calib, metadata_for(src, graph, fmt, precision), **kwargs) or {}
@@ -221,14 +223,18 @@ def run_export(model: str, formats: str, precisions: str, out: str | Path, calib
                calib_n: int = 200, parity_data: str | None = None, parity_n: int = 32, postprocess: bool = False,
                input_color: str = "RGB", int8_io: bool = False, threads: int | None = None,
                name: str | None = None, eval_data: str | None = None, onnx_quantizer: str = "nncf",
-               progress=print) -> tuple[list[Row], Path]:
+               int8_float: str | None = None, progress=print) -> tuple[list[Row], Path]:
     """... ``eval_data``: a dataset spec (e.g. ``aflw2000-3d``) every file that passed parity is
     evaluated on, in its own runtime; the scores go into the file (``edgefa.eval``) and the summary.
-    ``onnx_quantizer``: how a float model becomes an ONNX int8 file (``nncf`` | ``onnxruntime``)."""
+    ``onnx_quantizer``: how a float model becomes an ONNX int8 file (``nncf`` | ``onnxruntime``).
+    ``int8_float``: the parts a calibrated TFLite int8 file keeps float (``--int8-float``; None: the
+    default, ``stem``)."""
     from edgefa.converters.onnx_int8 import int8_settings
+    from edgefa.quantization.qat import parse_float_parts
 
     check_name(name)
     int8_settings(onnx_quantizer)  # a typo fails here, before any work
+    float_parts = None if int8_float is None else parse_float_parts(int8_float)
     jobs = plan(formats, precisions)  # unknown format / unsupported precision: before any work
     for fmt in dict.fromkeys(f for f, _ in jobs):
         fmt.require()
@@ -248,7 +254,7 @@ def run_export(model: str, formats: str, precisions: str, out: str | Path, calib
     ref = torch_outputs(graph, x)
     out = check_writable_dir(out, "output")
     rows = []
-    options = {"int8_io": int8_io, "threads": threads, "onnx_quantizer": onnx_quantizer}
+    options = {"int8_io": int8_io, "threads": threads, "onnx_quantizer": onnx_quantizer, "int8_float": float_parts}
     for i, (fmt, precision) in enumerate(jobs, 1):
         progress(f"[{i}/{len(jobs)}] {fmt.name} {precision} ...")
         row = export_one(fmt, precision, graph, src, out, calib, x, ref, options)

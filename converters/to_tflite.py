@@ -62,7 +62,7 @@ def _convert(module: nn.Module, example: torch.Tensor, quant_config=None) -> byt
     return bytes(edge.model_content())
 
 
-def _int8_graph(graph, calib: np.ndarray, float_output: bool = True):
+def _int8_graph(graph, calib: np.ndarray, float_output: bool = True, float_parts: tuple[str, ...] = ()):
     """(a copy of the graph whose ``net`` is the calibrated pt2e int8 network, QuantConfig, note).
 
     The quantizer is scoped by construction: only ``graph.net`` is exported, annotated and
@@ -78,7 +78,7 @@ def _int8_graph(graph, calib: np.ndarray, float_output: bool = True):
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(calib))
         net_in = graph._preprocess(x) if graph.postprocess else x.float()
-    quantizer = make_quantizer(is_qat=False, float_output=float_output)
+    quantizer = make_quantizer(is_qat=False, float_output=float_output, float_parts=float_parts)
     net = torch.export.export(graph.net, (net_in[:1],), strict=False).module()
     net = prepare_pt2e(net, quantizer)
     with torch.no_grad():
@@ -94,7 +94,8 @@ def _int8_graph(graph, calib: np.ndarray, float_output: bool = True):
     # LiteRT runs the final Linear in float (int8 -> DEQUANTIZE -> float FC), a negligible cost
     note = (f"{len(calib)} crops, litert-torch PT2EQuantizer static int8: per-tensor affine activations "
             f"(histogram observer), per-channel symmetric weights"
-            f"{'; final Linear (62 params) kept float' if float_output else ''}; {scope}")
+            f"{'; final Linear (62 params) kept float' if float_output else ''}"
+            f"{'; kept float: ' + ', '.join(float_parts) if float_parts else ''}; {scope}")
     return qgraph, QuantConfig(pt2e_quantizer=quantizer), note
 
 
@@ -217,8 +218,12 @@ def _dtypes(details) -> str:
 
 
 def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata: dict[str, str],
-           int8_io: bool = False) -> dict:
+           int8_io: bool = False, float_parts: tuple[str, ...] | None = None) -> dict:
+    """``float_parts``: parts of the network a calibrated int8 file keeps float (qat.py's
+    ``float_part_nodes``); None: ``DEFAULT_TFLITE_FLOAT_PARTS``, or none with ``int8_io`` (an int8
+    input needs an int8 first convolution)."""
     from edgefa.quantization.qat import (
+        DEFAULT_TFLITE_FLOAT_PARTS,
         is_qat,
         make_quantizer,
         qat_calibration_note,
@@ -238,8 +243,10 @@ def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata
                 content = _convert(_Named(graph), example, QuantConfig(pt2e_quantizer=make_quantizer(is_qat=False)))
             float_io = not graph.postprocess and not int8_io
         elif precision == "int8":
+            parts = (() if int8_io else DEFAULT_TFLITE_FLOAT_PARTS) if float_parts is None else float_parts
             # --int8-io asks for int8 tensors at both ends, so only then is the output quantized
-            qgraph, quant_config, info["calibration"] = _int8_graph(graph, calib, float_output=not int8_io)
+            qgraph, quant_config, info["calibration"] = _int8_graph(graph, calib, float_output=not int8_io,
+                                                                    float_parts=tuple(parts))
             content = _convert(_Named(qgraph), example, quant_config)
             # litert-torch folds the quantize/dequantize at a bare network's ends into int8 I/O;
             # float I/O (the default) puts them back as ops. A postprocess graph is uint8 in, float out.

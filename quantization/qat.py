@@ -23,7 +23,7 @@ import copy
 import torch
 from torch import nn
 
-from edgefa.errors import EdgefaError
+from edgefa.errors import EdgefaError, unknown_name_error
 from edgefa.models.architecture import register_rebuild_hook
 from edgefa.models.registry import FaceRegressor
 from edgefa.quantization.prune import family_of
@@ -32,27 +32,104 @@ SCHEME = ("litert-torch PT2EQuantizer (torchao pt2e QAT): per-channel symmetric 
           "per-tensor affine int8 activations")
 
 
-def make_quantizer(is_qat: bool = True, float_output: bool = False):
+def module_path(node) -> str:
+    """The innermost module a node of an exported graph came from (``net.blocks.0.0.conv_dw``);
+    "" for nodes outside any module (the graph's inputs, constants)."""
+    stack = node.meta.get("nn_module_stack")
+    return list(stack.values())[-1][0] if stack else ""
+
+
+# network parts a calibrated int8 TFLite file can keep float
+TFLITE_FLOAT_PARTS = {
+    "stem": "the first convolution, its activation and the layer that reads them, so the stem's "
+            "output is never quantized (one per-tensor int8 scale over MobileNetV3-Small's 16 stem "
+            "channels, ranges 0.2-19, was most of its int8 loss: reports/tflite-int8.md)",
+}
+# what --int8-float means when not given: measured on both shipped networks (reports/tflite-int8.md)
+DEFAULT_TFLITE_FLOAT_PARTS = ("stem",)
+
+
+def parse_float_parts(text: str) -> tuple[str, ...]:
+    """``--int8-float``: ``none``, or a comma list of TFLITE_FLOAT_PARTS names."""
+    parts = tuple(p.strip() for p in str(text).split(",") if p.strip())
+    if parts in ((), ("none",)):
+        return ()
+    for part in parts:
+        if part not in TFLITE_FLOAT_PARTS:
+            raise unknown_name_error("--int8-float part", part, [*TFLITE_FLOAT_PARTS, "none"])
+    return parts
+
+
+def _is_compute(node) -> bool:
+    """A convolution or a fully connected layer of an exported (aten) graph."""
+    return node.op == "call_function" and any(k in str(node.target) for k in ("conv", "linear", "addmm"))
+
+
+def float_part_nodes(graph, parts) -> set:
+    """The nodes of an exported network's graph that ``parts`` (TFLITE_FLOAT_PARTS names) cover.
+    A part is a float run from the network's input on: the converter keeps an op float only when
+    nothing quantized feeds it (an op between a dequantize and a quantize becomes int8 again)."""
+    nodes = list(graph.nodes)
+    picked = set()
+    if "stem" in parts:
+        compute = [i for i, n in enumerate(nodes) if _is_compute(n)]
+        picked |= set(nodes[compute[0]:compute[min(1, len(compute) - 1)] + 1]) if compute else set()
+    return picked
+
+
+def drop_annotations(model, skip: set) -> None:
+    """Leave the ``skip`` nodes float: no quantizer on their inputs or output. A node whose qspec is
+    shared with a skipped node (the inputs of a residual add, a pooling's output) is skipped too,
+    or torchao's prepare would look for a quantizer that is no longer there."""
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    def shared_with(annotation):
+        for spec in (annotation.output_qspec, *annotation.input_qspec_map.values()):
+            if isinstance(spec, SharedQuantizationSpec):
+                ref = spec.edge_or_node
+                yield from (ref if isinstance(ref, tuple) else (ref,))
+
+    annotated = [n for n in model.graph.nodes if n.meta.get("quantization_annotation") is not None]
+    grown = True
+    while grown:
+        grown = False
+        for node in annotated:
+            if node not in skip and any(r in skip for r in shared_with(node.meta["quantization_annotation"])):
+                skip.add(node)
+                grown = True
+    for node in skip:
+        annotation = node.meta.get("quantization_annotation")
+        if annotation is not None:
+            annotation.input_qspec_map = {}
+            annotation.output_qspec = None
+
+
+def make_quantizer(is_qat: bool = True, float_output: bool = False, float_parts: tuple[str, ...] = (),
+                   float_nodes=None):
     """litert-torch's PT2EQuantizer; ``float_output``: leave the network's output (the 62
     regression values) unquantized. One per-tensor int8 scale over 62 parameters of different
     ranges alone moved landmarks by 0.27 NME points (measured on the synthetic-quick model); the
-    head's inputs and weights stay int8."""
+    head's inputs and weights stay int8. ``float_parts``: parts of the network left float (see
+    ``float_part_nodes``); ``float_nodes``: a function of the exported graph returning more nodes to
+    leave float (``benchmarks/tflite_int8_study.py`` simulates such variants)."""
     from litert_torch.quantize.pt2e_quantizer import (
         PT2EQuantizer,
         get_symmetric_quantization_config,
     )
 
-    class FloatOutputQuantizer(PT2EQuantizer):
+    class ScopedQuantizer(PT2EQuantizer):
         def annotate(self, model):
             model = super().annotate(model)
-            for out in (n for n in model.graph.nodes if n.op == "output"):
+            skip = float_part_nodes(model.graph, float_parts) | (float_nodes(model.graph) if float_nodes else set())
+            drop_annotations(model, skip)
+            for out in (n for n in model.graph.nodes if n.op == "output" and float_output):
                 for node in out.all_input_nodes:
                     annotation = node.meta.get("quantization_annotation")
                     if annotation is not None:
                         annotation.output_qspec = None
             return model
 
-    cls = FloatOutputQuantizer if float_output else PT2EQuantizer
+    cls = ScopedQuantizer if float_output or float_parts or float_nodes else PT2EQuantizer
     return cls().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
 
 

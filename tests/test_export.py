@@ -94,6 +94,7 @@ def test_missing_extra_names_the_install_command(monkeypatch):
     (["--model", "mobilenetv3_small_100", "--precision", "palette6"], "not supported by format 'onnx'"),
     (["--model", "mobilenetv3_small_100", "--eval-data", "aflw2000"], "--eval-data aflw2000: unknown dataset"),
     (["--model", "mobilenetv3_small_100", "--onnx-quantizer", "onnxrt"], "did you mean 'onnxruntime'"),
+    (["--model", "mobilenetv3_small_100", "--int8-float", "stm"], "did you mean 'stem'"),
 ])
 def test_bad_flags_are_one_line_errors(args, message, tmp_path, capsys):
     assert main(["export", *args, "-o", str(tmp_path / "out")]) == 2

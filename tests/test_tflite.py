@@ -29,6 +29,7 @@ class TinyRegressor(FaceRegressor):
         torch.manual_seed(0)
         self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                                  nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+                                 nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 62))
 
     def forward(self, x):
@@ -127,6 +128,36 @@ def test_int8_postprocess_keeps_geometry_float(tmp_path, face_model, crops):
     assert metrics["nme_points_mean"] < 1.0, metrics
 
 
+def conv_weight_types(interp) -> list[str]:
+    """The weight type of each convolution of a TFLite file, in execution order."""
+    return [np.dtype(interp._get_tensor_details(o["inputs"][1], 0)["dtype"]).name
+            for o in interp._get_ops_details() if o["op_name"] == "CONV_2D"]
+
+
+@pytest.mark.parametrize("parts, weights", [
+    ((), ["int8", "int8", "int8"]),
+    (("stem",), ["float32", "float32", "int8"]),  # the stem's output is read by the second conv: both float
+])
+def test_int8_float_parts(tmp_path, face_model, crops, parts, weights):
+    graph = ExportGraph(TinyRegressor(), face_model, postprocess=True)
+    path = tmp_path / "tiny-int8.tflite"
+    info = to_tflite.export(graph, path, "int8", graph.prepare(crops[:16]), {"edgefa.precision": "int8"},
+                            float_parts=parts)
+    assert ("kept float: " + ", ".join(parts) in info["calibration"]) is bool(parts)
+    runner = tflite_runtime.load(path, threads=1)
+    assert conv_weight_types(runner.interpreter) == weights
+    x = graph.prepare(crops[16:])
+    assert compare(graph, torch_outputs(graph, x), runner.run(x))["nme_points_mean"] < 1.0
+
+
+def test_int8_float_parts_bad_names():
+    from edgefa.quantization.qat import parse_float_parts
+
+    assert parse_float_parts("none") == () and parse_float_parts(" stem") == ("stem",)
+    with pytest.raises(EdgefaError, match="did you mean 'stem'"):
+        parse_float_parts("stm")
+
+
 @pytest.mark.parametrize("int8_io", [False, True])
 def test_int8_final_linear_is_float_unless_int8_io(tmp_path, face_model, crops, int8_io):
     """By default the 62-param head is a float Linear after the int8 network: one int8 scale over
@@ -137,8 +168,8 @@ def test_int8_final_linear_is_float_unless_int8_io(tmp_path, face_model, crops, 
                             int8_io=int8_io)
     assert ("final Linear (62 params) kept float" in info["calibration"]) is not int8_io
     interp = tflite_runtime.load(path, threads=1).interpreter
-    convs = [o for o in interp._get_ops_details() if o["op_name"] == "CONV_2D"]
-    assert convs and all(interp._get_tensor_details(o["inputs"][1], 0)["dtype"] == np.int8 for o in convs)
+    # int8 ends need an int8 first convolution; otherwise the stem stays float by default
+    assert conv_weight_types(interp) == (["int8"] * 3 if int8_io else ["float32", "float32", "int8"])
     head = [o for o in interp._get_ops_details() if o["op_name"] == "FULLY_CONNECTED"]
     assert len(head) == 1
     dtypes = {interp._get_tensor_details(head[0][k][i], 0)["dtype"] for k, i in (("inputs", 0), ("inputs", 1), ("outputs", 0))}

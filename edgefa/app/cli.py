@@ -103,7 +103,7 @@ def _cmd_export(args) -> int:
                       calib_n=args.calib_n, parity_data=args.parity_data, parity_n=args.parity_n,
                       postprocess=args.postprocess, input_color=args.input_color, int8_io=args.int8_io,
                       threads=args.threads, name=args.name, eval_data=args.eval_data,
-                      onnx_quantizer=args.onnx_quantizer)
+                      onnx_quantizer=args.onnx_quantizer, int8_float=args.int8_float)
     print(format_rows(rows))
     print(f"summary: {summary}")
     return 0 if all(r.status != "failed" for r in rows) else 1
@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--input-color", default="RGB", choices=["RGB", "BGR", "rgb", "bgr"],
                     help="channel order of the uint8 input with --postprocess")
     ex.add_argument("--int8-io", action="store_true", help="TFLite int8: int8 input/output tensors (default float)")
+    ex.add_argument("--int8-float", metavar="PARTS", help="TFLite int8 of a float model: network parts kept float, "
+                    "'stem' (the default: the stem's output is never quantized; more accurate and faster, "
+                    "reports/tflite-int8.md) or 'none'")
     ex.add_argument("--onnx-quantizer", default="nncf", help="ONNX int8 of a float model: nncf (default; accurate on "
                     "hard-swish / SE networks) | onnxruntime (fuses every conv into QLinearConv: faster than fp32; "
                     "as accurate on ReLU networks such as mb05). reports/onnx-int8.md has both measured")
