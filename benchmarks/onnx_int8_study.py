@@ -410,7 +410,10 @@ def study_main(prog: str, args, measure, markdown) -> int:
     try:
         notes = Path(args.notes).read_text() if args.notes else ""
         if args.render:
-            record = json.loads(Path(args.render).read_text())
+            try:
+                record = json.loads(Path(args.render).read_text())
+            except json.JSONDecodeError as exc:
+                raise EdgefaError(f"--render {args.render}: not a study record (JSON: {exc})") from None
         else:
             Path(args.work).mkdir(parents=True, exist_ok=True)
             record = measure()
