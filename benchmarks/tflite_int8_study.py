@@ -85,9 +85,26 @@ class Simulator:
         return convert_pt2e(net, fold_quantize=False)
 
     def block_paths(self) -> list[str]:
-        from edgefa.quantization.qat import module_path
-
         return list(dict.fromkeys(block_of(p) for p in map(module_path, self.exported().graph.nodes) if p))
+
+
+def module_path(node) -> str:
+    """The innermost module a node of an exported graph came from (``net.blocks.0.0.conv_dw``);
+    "" for nodes outside any module (the graph's inputs, constants)."""
+    stack = node.meta.get("nn_module_stack")
+    return list(stack.values())[-1][0] if stack else ""
+
+
+def _keep_only(graph, keep: tuple[str, ...]) -> None:
+    """Strip the annotations that quantize what ``keep`` leaves out: weights (the get_attr inputs)
+    or activations (every other input and the outputs)."""
+    for node in graph.nodes:
+        a = node.meta.get("quantization_annotation")
+        if a is not None:
+            a.input_qspec_map = {k: v for k, v in a.input_qspec_map.items()
+                                 if ("weights" if k.op == "get_attr" else "activations") in keep}
+            if "activations" not in keep:
+                a.output_qspec = None
 
 
 def _quantizer(float_nodes=None, observer: str | None = None, keep=("weights", "activations")):
@@ -99,30 +116,26 @@ def _quantizer(float_nodes=None, observer: str | None = None, keep=("weights", "
 
     from edgefa.quantization.qat import make_quantizer
 
-    def only(graph):
-        if keep == ("weights", "activations"):
-            return set()
-        for node in graph.nodes:
-            a = node.meta.get("quantization_annotation")
-            if a is not None:
-                a.input_qspec_map = {k: v for k, v in a.input_qspec_map.items()
-                                     if ("weights" if k.op == "get_attr" else "activations") in keep}
-                if "activations" not in keep:
-                    a.output_qspec = None
-        return set()
-
-    nodes = (lambda g: only(g) | (float_nodes(g) if float_nodes else set())) if float_nodes or keep != ("weights", "activations") else None
-    quantizer = make_quantizer(is_qat=False, float_output=True, float_nodes=nodes)
+    quantizer = make_quantizer(is_qat=False, float_output=True, float_nodes=float_nodes)
     if observer:
         config = lq.get_symmetric_quantization_config(is_per_channel=True)
         act = dataclasses.replace(config.input_activation,
                                   observer_or_fake_quant_ctr=getattr(lq, observer).with_args(eps=2 ** -12))
         quantizer.set_global(dataclasses.replace(config, input_activation=act, output_activation=act))
+    if tuple(keep) != ("weights", "activations"):
+        annotate = quantizer.annotate  # the exporter's annotation, then the study's stripping
+
+        def annotate_partial(model):
+            model = annotate(model)
+            _keep_only(model.graph, tuple(keep))
+            return model
+
+        quantizer.annotate = annotate_partial
     return quantizer
 
 
 def simulate(sim: Simulator, say) -> dict:
-    from edgefa.quantization.qat import float_part_nodes, module_path
+    from edgefa.quantization.qat import float_part_nodes
 
     rows = {}
 

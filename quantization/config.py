@@ -17,7 +17,8 @@ COMPRESSION_DEFAULTS = {
     "source": None,  # checkpoint to compress; `--checkpoint` on the command line wins
     "prune": {"ratio": 0.5, "method": "magnitude", "tolerance": 0.02,
               "round_to": 16,  # kept channels in multiples of 16: CPU kernels block by 8/16 (see prune.py)
-              "taylor_crops": 32},  # labelled crops whose loss gradients rank channels (taylor)
+              "taylor_crops": 32,  # labelled crops whose loss gradients rank channels (taylor)
+              "allocation": "uniform"},  # or "global": channels ranked across layers (prune.py)
     # fine-tune after pruning, distilled from the unpruned source model
     "finetune": {"epochs": 0, "lr": 1e-3, "distill": 1.0},
     # quantization-aware training; the freezes count finished QAT epochs (null: never)

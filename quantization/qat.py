@@ -32,13 +32,6 @@ SCHEME = ("litert-torch PT2EQuantizer (torchao pt2e QAT): per-channel symmetric 
           "per-tensor affine int8 activations")
 
 
-def module_path(node) -> str:
-    """The innermost module a node of an exported graph came from (``net.blocks.0.0.conv_dw``);
-    "" for nodes outside any module (the graph's inputs, constants)."""
-    stack = node.meta.get("nn_module_stack")
-    return list(stack.values())[-1][0] if stack else ""
-
-
 # network parts a calibrated int8 TFLite file can keep float
 TFLITE_FLOAT_PARTS = {
     "stem": "the first convolution, its activation and the layer that reads them, so the stem's "

@@ -179,3 +179,54 @@ def test_prune_cli_resumes_a_killed_finetune_from_its_last_checkpoint(tmp_path, 
                  "--finetune-epochs", "3", "--resume", str(out / "finetune" / "last.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert "pruned with ratio 0.3" in err and len(err.splitlines()) == 1
+
+
+def test_global_allocation_hits_the_ratio_and_cuts_layers_unevenly():
+    from edgefa.quantization.prune import GLOBAL_MAX_RATIO, prune_model
+
+    model = create_model("mobilenetv2_100", input_size=SIZE).eval()
+    result = prune_model(model, 0.5, allocation="global")
+    assert abs(1 - count_macs(result.model) / count_macs(model) - 0.5) <= 0.05
+    assert result.record["allocation"] == "global"
+    before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    kept = {n: m.out_channels / before[n] for n, m in result.model.named_modules()
+            if isinstance(m, torch.nn.Conv2d) and m.groups == 1 and before[n] >= 64}
+    # uniform keeps every layer at one fraction (up to rounding); global spreads them
+    assert max(kept.values()) - min(kept.values()) > 0.3, kept
+    # no layer loses more than the cap (the rounding to 16 may keep a few more)
+    assert min(kept.values()) >= 1 - GLOBAL_MAX_RATIO - 1e-6, kept
+
+
+def test_prune_cli_bad_allocation_is_one_line(tmp_path, capsys):
+    path, _ = _checkpoint(tmp_path)
+    assert main(["prune", "--checkpoint", str(path), "-o", str(tmp_path / "r"), "--ratio", "0.3",
+                 "prune.allocation=globl"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "did you mean 'global'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r" / "pruned.pt").exists()
+
+
+
+def test_prune_the_shipped_weights_by_name_fine_tunes_with_their_recipe(tmp_path):
+    """``--checkpoint NAME:pretrained``: the shipped model is the source and the teacher, and the
+    fine-tune inherits the recipe it was trained with (here its data is overridden to stay tiny)."""
+    from edgefa.models.registry import create_model as make
+
+    out = tmp_path / "run"
+    assert main(["prune", "--checkpoint", "mobilenetv3_small_100:pretrained", "--ratio", "0.3", "--finetune-epochs", "1",
+                 "-o", str(out), "--quiet", *TINY_DATA]) == 0
+    pruned = torch.load(out / "pruned.pt", weights_only=True)
+    assert "aflw-train" in pruned["config"]["data"]["train"]  # the shipped recipe's data, kept in the record
+    assert pruned["metrics"]["nme"]["balanced_nme"] > 0  # the shipped file's own scores
+    state = torch.load(out / "finetune" / "best.pt", weights_only=True)
+    assert state["config"]["teacher"] == "mobilenetv3_small_100:pretrained"
+    assert state["config"]["data"]["train"].startswith("synthetic:")
+    model, _, _ = model_from_checkpoint(out / "finetune" / "best.pt")
+    shipped = make("mobilenetv3_small_100", pretrained=True)
+    assert abs(1 - count_macs(model) / count_macs(shipped) - 0.3) <= 0.05
+
+
+def test_prune_unknown_shipped_name_is_one_line(tmp_path, capsys):
+    assert main(["prune", "--checkpoint", "mobilenetv9:pretrained", "--ratio", "0.3", "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no shipped weights of that name" in err and len(err.splitlines()) == 1

@@ -115,6 +115,16 @@ def test_train_tiny_run_writes_checkpoints_and_resumes_exactly(tmp_path, capsys,
         torch.testing.assert_close(resumed["ema"][key], value, msg=key)
 
 
+def test_same_config_and_threads_give_identical_weights_with_loader_workers(tmp_path, capsys):
+    """The README's run-to-run spread: with augmentation in 2 worker processes, two runs of one
+    config at one thread count end bit-identical, so a spread comes from code or thread count."""
+    for run in ("a", "b"):
+        assert main(_tiny(tmp_path, "epochs=1", "data.workers=2", "threads=2", f"output={tmp_path}/{run}")) == 0
+    a, b = (load_checkpoint(tmp_path / run / "last.pt")["state_dict"] for run in ("a", "b"))
+    for key, value in a.items():
+        assert torch.equal(b[key], value), key
+
+
 def test_init_starts_a_second_stage_from_a_runs_or_a_published_weights_file(tmp_path, capsys):
     from edgefa.models.pretrained import read_weights, save_weights
     from edgefa.models.registry import create_model

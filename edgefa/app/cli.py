@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--quiet", action="store_true", help="no progress bars")
     pi.set_defaults(func=_cmd_pipeline)
     qa = sub.add_parser("qat", help="quantization-aware training (torchao pt2e) of a trained checkpoint")
-    qa.add_argument("--checkpoint", required=True, help="float checkpoint to start from (runs/x/best.pt, pruned ok)")
+    qa.add_argument("--checkpoint", required=True, help="float checkpoint to start from (runs/x/best.pt, pruned ok, or MODEL_NAME:pretrained)")
     qa.add_argument("--config", required=True, help="recipe, e.g. training/configs/qat.yaml")
     qa.add_argument("overrides", nargs="*", help="key=value overrides, e.g. qat.epochs=1 data.workers=0")
     qa.add_argument("-o", "--output", help="run folder (default: runs/<recipe name>)")
@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     qa.add_argument("--quiet", action="store_true", help="no progress bar")
     qa.set_defaults(func=_cmd_qat)
     pr = sub.add_parser("prune", help="structured pruning (torch-pruning DepGraph) to a MACs ratio, then fine-tune")
-    pr.add_argument("--checkpoint", required=True, help="float checkpoint to prune")
+    pr.add_argument("--checkpoint", required=True, help="float checkpoint to prune (runs/x/best.pt or MODEL_NAME:pretrained)")
     pr.add_argument("--ratio", required=True, type=float, help="fraction of MACs to remove, in (0, 1)")
     pr.add_argument("--method", default="magnitude", help="channel importance: magnitude | taylor")
     pr.add_argument("--round-to", type=_at_least(1), help="keep channel counts in multiples of N (default 16: CPU kernels "

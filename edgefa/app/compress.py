@@ -20,9 +20,41 @@ from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_json, check_writable
 
 
+def _pretrained_name(source: str | Path) -> str | None:
+    name, colon, rest = str(source).partition(":")
+    return name if colon and rest == "pretrained" else None
+
+
+def _pretrained_state(name: str) -> dict:
+    """The parts of a checkpoint compression reads, for the shipped weights ``name``: its metrics and
+    the config of the shipped recipe it was trained with (so a fine-tune uses that recipe's data and
+    loss, as it does for a run's best.pt)."""
+    from edgefa.models.pretrained import list_pretrained, pretrained_path, read_weights
+    from edgefa.training.config import CONFIG_DIR, load_config
+
+    if name not in list_pretrained():
+        raise EdgefaError(f"--checkpoint {name}:pretrained: no shipped weights of that name "
+                          f"(shipped: {', '.join(list_pretrained()) or 'none'})")
+    header = read_weights(pretrained_path(name))[2]
+    args = str(header.get("training", {}).get("command", "")).split()
+    recipe = CONFIG_DIR / Path(args[args.index("--config") + 1]).name if "--config" in args[:-1] else None
+    state = {"metrics": header.get("eval", {})}
+    if recipe is not None and recipe.is_file():
+        state["config"] = load_config(recipe)
+    return state
+
+
 def _load(path: str | Path):
+    """(model, face model, checkpoint state) of a run's checkpoint or of ``NAME:pretrained``."""
     from edgefa.models.checkpoint import model_from_checkpoint
 
+    name = _pretrained_name(path)
+    if name:
+        from edgefa.models.registry import load_pretrained
+
+        state = _pretrained_state(name)
+        model, face_model, _ = load_pretrained(name)
+        return model, face_model, state
     return model_from_checkpoint(path)
 
 
@@ -80,12 +112,12 @@ def prune_checkpoint(source: str | Path, cfg: dict, run_dir: str | Path, progres
     ``resume``: the fine-tune's last.pt; the saved ``pruned.pt`` is reused, not pruned again."""
     from edgefa.models.checkpoint import save_checkpoint
     from edgefa.quantization.config import stage_config
-    from edgefa.quantization.prune import check_method, check_ratio, check_round_to, prune_model
+    from edgefa.quantization.prune import check_allocation, check_method, check_ratio, check_round_to, prune_model
     from edgefa.training.trainer import train
 
     run_dir = Path(run_dir)
     p = cfg["prune"]
-    check_ratio(p["ratio"]), check_method(p["method"]), check_round_to(p["round_to"])
+    check_ratio(p["ratio"]), check_method(p["method"]), check_round_to(p["round_to"]), check_allocation(p["allocation"])
     if resume:
         if int(cfg["finetune"]["epochs"]) <= 0:
             raise EdgefaError(f"--resume {resume}: there is no fine-tune to continue (--finetune-epochs is 0)")
@@ -102,7 +134,7 @@ def prune_checkpoint(source: str | Path, cfg: dict, run_dir: str | Path, progres
     taylor = _taylor_loss(cfg, face_model, int(p["taylor_crops"])) if p["method"] == "taylor" else None
     t0 = time.perf_counter()
     result = prune_model(model, p["ratio"], p["method"], taylor_loss=taylor, tolerance=float(p["tolerance"]),
-                         round_to=p["round_to"])
+                         round_to=p["round_to"], allocation=p["allocation"])
     record = result.record
     record["source"] = str(source)
     record["seconds"] = round(time.perf_counter() - t0, 1)
@@ -193,6 +225,9 @@ def run_compression(cfg: dict, run_dir: str | Path, progress: bool = True) -> Pa
 def _source_state(checkpoint: str | Path) -> dict:
     from edgefa.models.checkpoint import load_checkpoint
 
+    name = _pretrained_name(checkpoint)
+    if name:
+        return _pretrained_state(name)
     return load_checkpoint(checkpoint)  # fails early and in one line: missing / not a checkpoint
 
 
