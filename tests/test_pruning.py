@@ -179,6 +179,11 @@ def test_prune_cli_resumes_a_killed_finetune_from_its_last_checkpoint(tmp_path, 
                  "--finetune-epochs", "3", "--resume", str(out / "finetune" / "last.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert "pruned with ratio 0.3" in err and len(err.splitlines()) == 1
+    # so is another allocation (pruned.pt would not be the cut this call asks for)
+    assert main([*base, "prune.allocation=global", "--finetune-epochs", "3",
+                 "--resume", str(out / "finetune" / "last.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "allocation uniform" in err and "allocation global" in err and len(err.splitlines()) == 1
 
 
 def test_global_allocation_hits_the_ratio_and_cuts_layers_unevenly():

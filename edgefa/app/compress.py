@@ -92,16 +92,19 @@ def _taylor_loss(cfg: dict, face_model, n: int):
 
 def _resume_pruned(run_dir: Path, cfg: dict, resume: str):
     """The pruned model a killed fine-tune continues from: ``run_dir/pruned.pt``, checked to be the
-    pruning this call asks for (another ratio or method would mix two studies)."""
+    pruning this call asks for (another ratio, method or allocation would mix two studies)."""
     pruned_path = run_dir / "pruned.pt"
     if not pruned_path.is_file():
         raise EdgefaError(f"--resume {resume}: {pruned_path} is missing (the pruned model the fine-tune started from)")
     model, _, state = _load(pruned_path)
     record = state.get("compression", {}).get("pruning", {})
     p = cfg["prune"]
-    if record.get("requested_macs_ratio") != float(p["ratio"]) or record.get("method") != p["method"]:
+    allocation = record.get("allocation", "uniform")  # records written before the key existed were uniform
+    if record.get("requested_macs_ratio") != float(p["ratio"]) or record.get("method") != p["method"] \
+            or allocation != p["allocation"]:
         raise EdgefaError(f"--resume {resume}: {pruned_path} was pruned with ratio {record.get('requested_macs_ratio')}, "
-                          f"method {record.get('method')}; this call asks ratio {p['ratio']}, method {p['method']}")
+                          f"method {record.get('method')}, allocation {allocation}; this call asks ratio {p['ratio']}, "
+                          f"method {p['method']}, allocation {p['allocation']}")
     return model
 
 
