@@ -211,7 +211,6 @@ def test_prune_cli_bad_allocation_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "r" / "pruned.pt").exists()
 
 
-
 def test_prune_the_shipped_weights_by_name_fine_tunes_with_their_recipe(tmp_path):
     """``--checkpoint NAME:pretrained``: the shipped model is the source and the teacher, and the
     fine-tune inherits the recipe it was trained with (here its data is overridden to stay tiny)."""

@@ -25,17 +25,20 @@ def _pretrained_name(source: str | Path) -> str | None:
     return name if colon and rest == "pretrained" else None
 
 
-def _pretrained_state(name: str) -> dict:
-    """The parts of a checkpoint compression reads, for the shipped weights ``name``: its metrics and
-    the config of the shipped recipe it was trained with (so a fine-tune uses that recipe's data and
-    loss, as it does for a run's best.pt)."""
-    from edgefa.models.pretrained import list_pretrained, pretrained_path, read_weights
-    from edgefa.training.config import CONFIG_DIR, load_config
+def _check_shipped(name: str) -> None:
+    from edgefa.models.pretrained import list_pretrained
 
     if name not in list_pretrained():
         raise EdgefaError(f"--checkpoint {name}:pretrained: no shipped weights of that name "
                           f"(shipped: {', '.join(list_pretrained()) or 'none'})")
-    header = read_weights(pretrained_path(name))[2]
+
+
+def _pretrained_state(header: dict) -> dict:
+    """The parts of a checkpoint compression reads, from shipped weights' header: their metrics and
+    the config of the shipped recipe they were trained with (so a fine-tune uses that recipe's data
+    and loss, as it does for a run's best.pt)."""
+    from edgefa.training.config import CONFIG_DIR, load_config
+
     args = str(header.get("training", {}).get("command", "")).split()
     recipe = CONFIG_DIR / Path(args[args.index("--config") + 1]).name if "--config" in args[:-1] else None
     state = {"metrics": header.get("eval", {})}
@@ -52,9 +55,9 @@ def _load(path: str | Path):
     if name:
         from edgefa.models.registry import load_pretrained
 
-        state = _pretrained_state(name)
-        model, face_model, _ = load_pretrained(name)
-        return model, face_model, state
+        _check_shipped(name)
+        model, face_model, header = load_pretrained(name)  # one read of the weights file
+        return model, face_model, _pretrained_state(header)
     return model_from_checkpoint(path)
 
 
@@ -230,7 +233,10 @@ def _source_state(checkpoint: str | Path) -> dict:
 
     name = _pretrained_name(checkpoint)
     if name:
-        return _pretrained_state(name)
+        from edgefa.models.pretrained import pretrained_path, read_weights
+
+        _check_shipped(name)
+        return _pretrained_state(read_weights(pretrained_path(name))[2])
     return load_checkpoint(checkpoint)  # fails early and in one line: missing / not a checkpoint
 
 
