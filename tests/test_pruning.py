@@ -234,3 +234,15 @@ def test_prune_unknown_shipped_name_is_one_line(tmp_path, capsys):
     assert main(["prune", "--checkpoint", "mobilenetv9:pretrained", "--ratio", "0.3", "-o", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no shipped weights of that name" in err and len(err.splitlines()) == 1
+
+
+def test_shipped_recipe_is_rebuilt_with_the_recorded_overrides():
+    """The header records the training command; its ``key=value`` overrides are part of the recipe,
+    a flag's value (``--resume PATH``) is not."""
+    from edgefa.app.compress import _pretrained_state
+
+    header = {"eval": {}, "training": {"command": "edgefa train --config training/configs/mobilenetv3-small-refined.yaml "
+                                                  "seed=7 ema=0.99 --resume runs/x/last.pt"}}
+    config = _pretrained_state(header)["config"]
+    assert (config["seed"], config["ema"]) == (7, 0.99)
+    assert _pretrained_state({"training": {"command": "edgefa train --config no-such.yaml"}}) == {"metrics": {}}

@@ -35,15 +35,20 @@ def _check_shipped(name: str) -> None:
 
 def _pretrained_state(header: dict) -> dict:
     """The parts of a checkpoint compression reads, from shipped weights' header: their metrics and
-    the config of the shipped recipe they were trained with (so a fine-tune uses that recipe's data
-    and loss, as it does for a run's best.pt)."""
+    the config they were trained with, rebuilt from the recorded command (the shipped recipe plus its
+    ``key=value`` overrides), so a fine-tune uses that recipe's data and loss, as it does for a run's
+    best.pt."""
+    import shlex
+
     from edgefa.training.config import CONFIG_DIR, load_config
 
-    args = str(header.get("training", {}).get("command", "")).split()
+    args = shlex.split(str(header.get("training", {}).get("command", "")))
     recipe = CONFIG_DIR / Path(args[args.index("--config") + 1]).name if "--config" in args[:-1] else None
+    flag_values = {args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("-")}
+    overrides = [a for a in args if "=" in a and not a.startswith("-") and a not in flag_values]
     state = {"metrics": header.get("eval", {})}
     if recipe is not None and recipe.is_file():
-        state["config"] = load_config(recipe)
+        state["config"] = load_config(recipe, overrides)
     return state
 
 
