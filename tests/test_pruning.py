@@ -246,3 +246,21 @@ def test_shipped_recipe_is_rebuilt_with_the_recorded_overrides():
     config = _pretrained_state(header)["config"]
     assert (config["seed"], config["ema"]) == (7, 0.99)
     assert _pretrained_state({"training": {"command": "edgefa train --config no-such.yaml"}}) == {"metrics": {}}
+
+
+def test_prune_with_missing_finetune_data_fails_before_the_cut(tmp_path, capsys):
+    """A fine-tune whose data folder is missing fails in one line before anything is pruned or saved."""
+    path, _ = _checkpoint(tmp_path)
+    out = tmp_path / "r"
+    assert main(["prune", "--checkpoint", str(path), "-o", str(out), "--ratio", "0.3", "--finetune-epochs", "1",
+                 *TINY_DATA, f"data.train=aflw-train:{tmp_path / 'nowhere'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nowhere" in err and len(err.splitlines()) == 1
+    assert not (out / "pruned.pt").exists()
+
+
+def test_prune_misspelt_shipped_name_suggests_the_closest(tmp_path, capsys):
+    assert main(["prune", "--checkpoint", "mobilenetv3_smal_100:pretrained", "--ratio", "0.3",
+                 "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "did you mean mobilenetv3_small_100:pretrained?" in err and len(err.splitlines()) == 1

@@ -26,11 +26,14 @@ def _pretrained_name(source: str | Path) -> str | None:
 
 
 def _check_shipped(name: str) -> None:
+    from edgefa.errors import closest
     from edgefa.models.pretrained import list_pretrained
 
-    if name not in list_pretrained():
+    shipped = list_pretrained()
+    if name not in shipped:
+        hint = closest(name, shipped)
         raise EdgefaError(f"--checkpoint {name}:pretrained: no shipped weights of that name "
-                          f"(shipped: {', '.join(list_pretrained()) or 'none'})")
+                          f"({f'did you mean {hint}:pretrained? ' if hint else ''}shipped: {', '.join(shipped) or 'none'})")
 
 
 def _pretrained_state(header: dict) -> dict:
@@ -116,6 +119,16 @@ def _resume_pruned(run_dir: Path, cfg: dict, resume: str):
     return model
 
 
+def _open_datasets(data: dict) -> None:
+    """Open the fine-tune's datasets before the cut is saved: a missing data folder or labels file
+    then fails in one line with nothing written (the datasets read their files lazily)."""
+    from edgefa.data.registry import create_dataset
+
+    train_specs = data["train"]
+    for spec in [*([train_specs] if isinstance(train_specs, str) else train_specs), data["val"]]:
+        create_dataset(spec)
+
+
 def prune_checkpoint(source: str | Path, cfg: dict, run_dir: str | Path, progress: bool = True,
                      resume: str | None = None) -> Path:
     """Prune ``source`` by ``cfg['prune']`` (MACs ratio), save ``pruned.pt``, then fine-tune for
@@ -140,6 +153,9 @@ def prune_checkpoint(source: str | Path, cfg: dict, run_dir: str | Path, progres
         return run_dir / "finetune" / "best.pt"
     check_writable(run_dir / "pruned.pt", "run")
     model, face_model, state = _load(source)
+    ft = stage_config(cfg, "finetune", run_dir / "finetune", teacher=str(source))
+    if int(cfg["finetune"]["epochs"]) > 0:
+        _open_datasets(ft["data"])
     if "qat" in state.get("compression", {}):
         raise EdgefaError(f"{source}: a QAT checkpoint; prune the float model, then run QAT")
     taylor = _taylor_loss(cfg, face_model, int(p["taylor_crops"])) if p["method"] == "taylor" else None
@@ -158,7 +174,6 @@ def prune_checkpoint(source: str | Path, cfg: dict, run_dir: str | Path, progres
     save_checkpoint(pruned_path, result.model, face_model, command=f"prune {source}", **extra)
     if int(cfg["finetune"]["epochs"]) <= 0:
         return pruned_path
-    ft = stage_config(cfg, "finetune", run_dir / "finetune", teacher=str(source))
     train(ft, progress=progress, command=f"finetune after pruning {source}", model=result.model,
           face_model=face_model)
     return run_dir / "finetune" / "best.pt"
