@@ -72,7 +72,10 @@ class Simulator:
     def exported(self):
         import torch
 
-        return torch.export.export(self.graph.net, (self.calib[:1],), strict=False).module()
+        from edgefa.quantization.xnnpack_int8 import split_hardswish
+
+        net, _ = split_hardswish(self.graph.net)  # as the exporter does
+        return torch.export.export(net, (self.calib[:1],), strict=False).module()
 
     def calibrated(self, quantizer):
         import torch
@@ -116,7 +119,7 @@ def _quantizer(float_nodes=None, observer: str | None = None, keep=("weights", "
 
     from edgefa.quantization.qat import make_quantizer
 
-    quantizer = make_quantizer(is_qat=False, float_output=True, float_nodes=float_nodes)
+    quantizer = make_quantizer(is_qat=False, float_output=True, float_nodes=float_nodes, int8_mean=True)
     if observer:
         config = lq.get_symmetric_quantization_config(is_per_channel=True)
         act = dataclasses.replace(config.input_activation,

@@ -5,6 +5,8 @@
 An int8 file is only fast when its network stays int8 end to end: every QUANTIZE / DEQUANTIZE pair
 and every float operator between int8 ones is a fallback that XNNPACK runs in float, with a conversion
 on each side. The counts say where a file falls back (e.g. squeeze-excitation blocks left float).
+An operator XNNPACK has no kernel for (int8 HARD_SWISH in LiteRT 2.3) runs in TFLite's own kernel
+instead and cuts the delegated graph: the XNNPACK partition count says how often.
 The in-graph post-processing (3DMM landmark and pose math) is float by design and is counted apart:
 operators after the network's last int8 operator.
 """
@@ -33,7 +35,17 @@ def op_table(path: str | Path) -> dict:
     network, post = Counter(rows[:last_int8 + 1]), Counter(rows[last_int8 + 1:])
     fallbacks = sum(n for (name, t), n in network.items() if name in ("QUANTIZE", "DEQUANTIZE")
                     or ("float32" in t and "int8" not in t))
-    return {"file": str(path), "ops": len(rows), "network": network, "post": post, "float_in_network": fallbacks}
+    return {"file": str(path), "ops": len(rows), "network": network, "post": post, "float_in_network": fallbacks,
+            "xnnpack_partitions": _xnnpack_partitions(path)}
+
+
+def _xnnpack_partitions(path: str | Path) -> int:
+    """How many subgraphs LiteRT's default XNNPACK delegate takes over (one DELEGATE node each)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=1)
+    interp.allocate_tensors()  # the delegate is applied by now
+    return sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
 
 
 def to_markdown(tables: list[dict], command: str) -> str:
@@ -41,7 +53,8 @@ def to_markdown(tables: list[dict], command: str) -> str:
     for t in tables:
         lines += [f"## `{Path(t['file']).name}`", "",
                   f"{t['ops']} operators; in the network (up to its last int8 operator) "
-                  f"{t['float_in_network']} are float or conversions.", "",
+                  f"{t['float_in_network']} are float or conversions; XNNPACK runs it as "
+                  f"{t['xnnpack_partitions']} partition(s), with TFLite's own kernels between them.", "",
                   "| operator | input types | network | post-processing |", "|---|---|---:|---:|"]
         for key in sorted(set(t["network"]) | set(t["post"]), key=lambda k: (-t["network"].get(k, 0), k)):
             lines.append(f"| {key[0]} | {key[1]} | {t['network'].get(key, 0)} | {t['post'].get(key, 0)} |")

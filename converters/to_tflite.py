@@ -72,14 +72,17 @@ def _int8_graph(graph, calib: np.ndarray, float_output: bool = True, float_parts
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from edgefa.quantization.qat import make_quantizer
+    from edgefa.quantization.xnnpack_int8 import split_hardswish
 
     if calib is None or len(calib) < 1:
         raise EdgefaError("TFLite int8 needs calibration crops (--calib-data)")
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(calib))
         net_in = graph._preprocess(x) if graph.postprocess else x.float()
-    quantizer = make_quantizer(is_qat=False, float_output=float_output, float_parts=float_parts)
-    net = torch.export.export(graph.net, (net_in[:1],), strict=False).module()
+    quantizer = make_quantizer(is_qat=False, float_output=float_output, float_parts=float_parts, int8_mean=True)
+    # XNNPACK has no int8 HARD_SWISH; split, it runs as int8 ADD / MUL (quantization/xnnpack_int8.py)
+    net, split = split_hardswish(graph.net)
+    net = torch.export.export(net, (net_in[:1],), strict=False).module()
     net = prepare_pt2e(net, quantizer)
     with torch.no_grad():
         for i in range(len(net_in)):  # batch 1: the exported network has a static batch
@@ -95,6 +98,7 @@ def _int8_graph(graph, calib: np.ndarray, float_output: bool = True, float_parts
     note = (f"{len(calib)} crops, litert-torch PT2EQuantizer static int8: per-tensor affine activations "
             f"(histogram observer), per-channel symmetric weights"
             f"{'; final Linear (62 params) kept float' if float_output else ''}"
+            f"{f'; {split} hard-swish split into int8 add/mul' if split else ''}"
             f"{'; kept float: ' + ', '.join(float_parts) if float_parts else ''}; {scope}")
     return qgraph, QuantConfig(pt2e_quantizer=quantizer), note
 

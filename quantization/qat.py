@@ -98,21 +98,27 @@ def drop_annotations(model, skip: set) -> None:
 
 
 def make_quantizer(is_qat: bool = True, float_output: bool = False, float_parts: tuple[str, ...] = (),
-                   float_nodes=None):
+                   float_nodes=None, int8_mean: bool = False):
     """litert-torch's PT2EQuantizer; ``float_output``: leave the network's output (the 62
     regression values) unquantized. One per-tensor int8 scale over 62 parameters of different
     ranges alone moved landmarks by 0.27 NME points (measured on the synthetic-quick model); the
     head's inputs and weights stay int8. ``float_parts``: parts of the network left float (see
     ``float_part_nodes``); ``float_nodes``: a function of the exported graph returning more nodes to
-    leave float (``benchmarks/tflite_int8_study.py`` simulates such variants)."""
+    leave float (``benchmarks/tflite_int8_study.py`` simulates such variants); ``int8_mean``: also
+    quantize spatial means (squeeze-excite), which LiteRT's XNNPACK runs in int8 (xnnpack_int8.py;
+    off for QAT, whose saved checkpoints hold the observers of the graph as it was prepared)."""
     from litert_torch.quantize.pt2e_quantizer import (
         PT2EQuantizer,
         get_symmetric_quantization_config,
     )
 
+    from edgefa.quantization.xnnpack_int8 import annotate_spatial_mean
+
     class ScopedQuantizer(PT2EQuantizer):
         def annotate(self, model):
             model = super().annotate(model)
+            if int8_mean:
+                annotate_spatial_mean(model, self.global_config.input_activation)
             skip = float_part_nodes(model.graph, float_parts) | (float_nodes(model.graph) if float_nodes else set())
             drop_annotations(model, skip)
             for out in (n for n in model.graph.nodes if n.op == "output" and float_output):
@@ -122,7 +128,7 @@ def make_quantizer(is_qat: bool = True, float_output: bool = False, float_parts:
                         annotation.output_qspec = None
             return model
 
-    cls = ScopedQuantizer if float_output or float_parts or float_nodes else PT2EQuantizer
+    cls = ScopedQuantizer if float_output or float_parts or float_nodes or int8_mean else PT2EQuantizer
     return cls().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
 
 

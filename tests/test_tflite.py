@@ -174,3 +174,56 @@ def test_int8_final_linear_is_float_unless_int8_io(tmp_path, face_model, crops, 
     assert len(head) == 1
     dtypes = {interp._get_tensor_details(head[0][k][i], 0)["dtype"] for k, i in (("inputs", 0), ("inputs", 1), ("outputs", 0))}
     assert dtypes == ({np.int8} if int8_io else {np.float32})
+
+
+class TinySERegressor(FaceRegressor):
+    """hard-swish and a squeeze-excite block, the MobileNetV3 pieces XNNPACK's int8 path trips on."""
+
+    input_size = 32
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Hardswish(),
+                                  nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Hardswish())
+        self.se_reduce, self.se_expand = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.head = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.Hardswish(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 62))
+
+    def forward(self, x):
+        x = self.stem(x)
+        gate = self.se_expand(torch.relu(self.se_reduce(x.mean((2, 3), keepdim=True))))
+        return self.head(x * nn.functional.hardsigmoid(gate))
+
+
+def test_split_hardswish_is_exact_and_leaves_the_source_alone():
+    from edgefa.quantization.xnnpack_int8 import split_hardswish
+
+    model = TinySERegressor()
+    split, count = split_hardswish(model)
+    assert count == 3 and sum(isinstance(m, nn.Hardswish) for m in model.modules()) == 3
+    assert not any(isinstance(m, nn.Hardswish) for m in split.modules())
+    x = torch.randn(2, 3, 32, 32) * 4
+    assert torch.allclose(split(x), model(x), atol=1e-6)
+
+
+def test_int8_hardswish_and_se_mean_run_in_xnnpack(tmp_path, face_model, crops):
+    """XNNPACK has no int8 HARD_SWISH (each one ran in TFLite's own kernel and cut the delegated
+    graph) and PT2EQuantizer left the squeeze-excite mean float: the file must have neither, no
+    layout TRANSPOSEs, and one delegated partition for the whole network."""
+    graph = ExportGraph(TinySERegressor(), face_model, postprocess=False)
+    path = tmp_path / "tiny-se-int8.tflite"
+    info = to_tflite.export(graph, path, "int8", graph.prepare(crops[:16]), {"edgefa.precision": "int8"},
+                            float_parts=())
+    assert "3 hard-swish split into int8 add/mul" in info["calibration"]
+    runner = tflite_runtime.load(path, threads=1)
+    x = graph.prepare(crops[16:])
+    assert compare(graph, torch_outputs(graph, x), runner.run(x))["nme_points_mean"] < 1.0
+    interp = runner.interpreter  # delegated by now: XNNPACK's partitions show as DELEGATE nodes
+    ops = interp._get_ops_details()
+    dtype = lambda o: np.dtype(interp._get_tensor_details(o["inputs"][0], 0)["dtype"]).name  # noqa: E731
+    names = [o["op_name"] for o in ops]
+    first_conv = names.index("CONV_2D")
+    assert "HARD_SWISH" not in names and "TRANSPOSE" not in names[first_conv:], names  # (NCHW input: one before)
+    assert [dtype(o) for o in ops if o["op_name"] == "MEAN"] == ["int8", "int8"]
+    assert names.count("DELEGATE") == 1, names
