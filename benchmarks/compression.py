@@ -33,10 +33,10 @@ STAGES = {"float": ("float",), "ptq": ("ptq",), "qat": ("qat",), "p30": ("p30", 
 
 
 def _cfg(source: str, args, overrides: list[str]) -> dict:
-    from edgefa.models.checkpoint import load_checkpoint
+    from edgefa.app.compress import source_state
     from edgefa.quantization.config import load_compression_config
 
-    state = load_checkpoint(source)
+    state = source_state(source)
     return load_compression_config(args.config, overrides, source=source, source_config=state.get("config"))
 
 
@@ -104,12 +104,14 @@ def _record_finetune_time(stage: dict, last: Path, log_path: Path, log: dict) ->
 
 
 def run_study(args) -> int:
-    from edgefa.app.compress import prune_checkpoint, qat_checkpoint
+    from edgefa.app.compress import pretrained_name, prune_checkpoint, qat_checkpoint, source_state
 
-    run, source = Path(args.output), Path(args.source)
-    if not source.is_file():
-        raise EdgefaError(f"--source {source}: file not found")
-    label = args.name or source.parent.name
+    run, source = Path(args.output), args.source
+    try:
+        source_state(source)  # a missing file, not a checkpoint, an unknown shipped name: one line
+    except EdgefaError as exc:
+        raise EdgefaError(f"--source {str(exc).removeprefix('--checkpoint ')}") from None
+    label = args.name or pretrained_name(source) or Path(source).parent.name
     settings = _settings(args)
     stages = _stages(args.stages)  # checked before anything is written
     from edgefa.converters.onnx_int8 import int8_settings
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="QAT, pruning + fine-tune, pruned QAT; export every variant")
-    r.add_argument("--source", required=True, help="trained float checkpoint")
+    r.add_argument("--source", required=True, help="trained float checkpoint, or NAME:pretrained")
     r.add_argument("-o", "--output", required=True, help="study folder")
     r.add_argument("--name", help="label of the files (default: the checkpoint's folder)")
     r.add_argument("--config", help="compression recipe for the stages' training keys (default: the source's own)")

@@ -70,7 +70,9 @@ def test_resumed_study_with_other_settings_and_bad_input_are_one_line(source, tm
         (["run", "--source", str(source), "-o", str(tmp_path / "t"), "--stages", "p50-ft-qat"], "add p50"),
         (["run", "--source", str(source), "-o", str(tmp_path / "t"), "--stages", "p50-ft-ptq"], "add p50"),
         (["run", "--source", str(source), "-o", str(tmp_path / "t"), "--onnx-quantizer", "ort"], "--onnx-quantizer"),
-        (["run", "--source", str(tmp_path / "none.pt"), "-o", str(tmp_path / "t")], "none.pt: file not found"),
+        (["run", "--source", str(tmp_path / "none.pt"), "-o", str(tmp_path / "t")], "none.pt: checkpoint not found"),
+        (["run", "--source", "mobilenet_v1_3dfa:pretrained", "-o", str(tmp_path / "t")],
+         "--source mobilenet_v1_3dfa:pretrained: no shipped weights of that name (did you mean mobilenet_v1_3ddfa:pretrained?"),
         (["report", str(run), "--previous", str(tmp_path / "none.json")], "none.json: file not found"),
         (["report", str(run), "--notes", str(tmp_path / "none.md")], "--notes"),
         (["report", str(tmp_path / "broken")], "broken/study.json: not a study.json"),
@@ -83,6 +85,15 @@ def test_resumed_study_with_other_settings_and_bad_input_are_one_line(source, tm
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "t").exists()  # nothing left behind
+
+
+def test_a_shipped_model_is_a_source(tmp_path):
+    # NAME:pretrained, as edgefa prune / qat take it: the study is labelled with the name
+    run = tmp_path / "s"
+    assert study(["run", "--source", "mobilenet_v1_3ddfa:pretrained", "-o", str(run), "--stages", "float", *RUN]) == 0
+    log = json.loads((run / "study.json").read_text())
+    assert log["label"] == "mobilenet_v1_3ddfa" and log["source"] == "mobilenet_v1_3ddfa:pretrained"
+    assert [p.name for p in (run / "files" / "float").glob("*.onnx")] == ["mobilenet_v1_3ddfa-float.onnx"]
 
 
 def test_train_only_run_then_the_same_study_exports_without_training_again(source, tmp_path):

@@ -70,6 +70,10 @@ def test_publish_writes_weights_and_a_card_measured_on_the_file(tmp_path, monkey
                          "--folder", str(tmp_path / "weights")]) == 0
     _, _, header = load_pretrained(NAME)
     nme = header["eval"]["nme"]["balanced_nme"]
+    # the recipe as trained rides along: edgefa prune / qat of NAME:pretrained fine-tune with it
+    from edgefa.models.checkpoint import load_checkpoint
+
+    assert header["training"]["config"] == load_checkpoint(run / "best.pt")["config"]
     card = (tmp_path / "weights" / f"{NAME}.md").read_text()
     assert f"**{nme:.3f} %**" in card and "non-commercial" in card and "epochs=1" in card
     assert f"python -m edgefa.training.publish {run / 'best.pt'} --data synthetic:seed=2,n=8" in card

@@ -246,6 +246,9 @@ def test_shipped_recipe_is_rebuilt_with_the_recorded_overrides():
     config = _pretrained_state(header)["config"]
     assert (config["seed"], config["ema"]) == (7, 0.99)
     assert _pretrained_state({"training": {"command": "edgefa train --config no-such.yaml"}}) == {"metrics": {}}
+    # a header that records the config is taken as it is, not rebuilt from the command
+    recorded = {"seed": 3, "data": {"train": "synthetic:seed=0,n=8"}}
+    assert _pretrained_state({"training": {**header["training"], "config": recorded}})["config"] == recorded
 
 
 def test_prune_with_missing_finetune_data_fails_before_the_cut(tmp_path, capsys):

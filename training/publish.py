@@ -44,7 +44,9 @@ def publish(checkpoint: str | Path, data: str = "aflw2000-3d", folder: Path = WE
                            "of_epochs": cfg.get("epochs"), "data": cfg.get("data", {}).get("train"),
                            "loss": cfg.get("loss"), "augment": cfg.get("augment"), "ema": cfg.get("ema"),
                            "seed": cfg.get("seed"), "git_commit": state.get("git_commit"), "init": cfg.get("init"),
-                           "val": state.get("metrics", {}).get("balanced_mean", float("nan"))},
+                           "val": state.get("metrics", {}).get("balanced_mean", float("nan")),
+                           # the whole recipe as trained, so pruning / QAT of NAME:pretrained fine-tune with it
+                           "config": cfg},
               "licence": LICENCE,
               "published_with": f"python -m edgefa.training.publish {checkpoint} --data {unfill_shared(data)}"
                                 + (" --notes '...' (the paragraph below)" if notes else "")}

@@ -20,7 +20,8 @@ from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_json, check_writable
 
 
-def _pretrained_name(source: str | Path) -> str | None:
+def pretrained_name(source: str | Path) -> str | None:
+    """``NAME`` of a ``NAME:pretrained`` source, else None."""
     name, colon, rest = str(source).partition(":")
     return name if colon and rest == "pretrained" else None
 
@@ -38,13 +39,16 @@ def _check_shipped(name: str) -> None:
 
 def _pretrained_state(header: dict) -> dict:
     """The parts of a checkpoint compression reads, from shipped weights' header: their metrics and
-    the config they were trained with, rebuilt from the recorded command (the shipped recipe plus its
-    ``key=value`` overrides), so a fine-tune uses that recipe's data and loss, as it does for a run's
-    best.pt."""
+    the config they were trained with, so a fine-tune uses that recipe's data and loss, as it does
+    for a run's best.pt. The header records the config; weights published before it did are
+    rebuilt from the recorded command (the shipped recipe plus its ``key=value`` overrides)."""
     import shlex
 
     from edgefa.training.config import CONFIG_DIR, load_config
 
+    recorded = header.get("training", {}).get("config")
+    if isinstance(recorded, dict) and recorded:
+        return {"metrics": header.get("eval", {}), "config": recorded}
     args = shlex.split(str(header.get("training", {}).get("command", "")))
     recipe = CONFIG_DIR / Path(args[args.index("--config") + 1]).name if "--config" in args[:-1] else None
     flag_values = {args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("-")}
@@ -59,7 +63,7 @@ def _load(path: str | Path):
     """(model, face model, checkpoint state) of a run's checkpoint or of ``NAME:pretrained``."""
     from edgefa.models.checkpoint import model_from_checkpoint
 
-    name = _pretrained_name(path)
+    name = pretrained_name(path)
     if name:
         from edgefa.models.registry import load_pretrained
 
@@ -248,10 +252,12 @@ def run_compression(cfg: dict, run_dir: str | Path, progress: bool = True) -> Pa
     return current
 
 
-def _source_state(checkpoint: str | Path) -> dict:
+def source_state(checkpoint: str | Path) -> dict:
+    """What compression reads of a source (``runs/x/best.pt`` or ``NAME:pretrained``): metrics and
+    training config; one-line errors for a missing file or an unknown shipped name."""
     from edgefa.models.checkpoint import load_checkpoint
 
-    name = _pretrained_name(checkpoint)
+    name = pretrained_name(checkpoint)
     if name:
         from edgefa.models.pretrained import pretrained_path, read_weights
 
@@ -275,7 +281,7 @@ def prune_from_cli(checkpoint: str, ratio: float, method: str, finetune_epochs: 
         overrides = [*overrides, f"prune.round_to={round_to}"]
     if finetune_epochs < 0:
         raise EdgefaError(f"--finetune-epochs {finetune_epochs}: must be >= 0")
-    state = _source_state(checkpoint)
+    state = source_state(checkpoint)
     cfg = load_compression_config(config, [*overrides, f"prune.ratio={ratio}", f"prune.method={method}",
                                            f"finetune.epochs={finetune_epochs}"],
                                   source=checkpoint, source_config=state.get("config"))
@@ -288,7 +294,7 @@ def qat_from_cli(checkpoint: str, config: str, overrides: list[str] = (), output
                  resume: str | None = None, quiet: bool = False) -> int:
     from edgefa.quantization.config import load_compression_config
 
-    state = _source_state(checkpoint)
+    state = source_state(checkpoint)
     cfg = load_compression_config(config, overrides, source=checkpoint, source_config=state.get("config"))
     path = qat_checkpoint(checkpoint, cfg, output or cfg["output"], progress=not quiet, resume=resume)
     print(f"wrote {path} (export: edgefa export --model {path} --formats onnx,tflite --precision int8 -o DIR)")
@@ -304,7 +310,7 @@ def compress(config: str | Path, overrides: list[str] = (), source: str | None =
     cfg = load_compression_config(config, overrides, source=source)
     if not cfg.get("source"):
         raise EdgefaError(f"{config}: no source checkpoint (set source: or pass one)")
-    state = _source_state(cfg["source"])
+    state = source_state(cfg["source"])
     cfg = load_compression_config(config, overrides, source=cfg["source"], source_config=state.get("config"))
     return run_compression(cfg, run_dir or cfg["output"], progress)
 
@@ -318,7 +324,7 @@ def run_stage(stage: str, checkpoint: str | Path, stage_cfg: dict, out_dir: str 
     Unset training keys come from the checkpoint's own config, as for ``edgefa prune`` / ``edgefa qat``."""
     from edgefa.quantization.config import load_compression_config
 
-    state = _source_state(checkpoint)
+    state = source_state(checkpoint)
     if stage == "prune":
         overrides = [f"seed={seed}", f"prune.ratio={stage_cfg['ratio']}", f"prune.method={stage_cfg['method']}",
                      f"finetune.epochs={stage_cfg['finetune_epochs']}"]
