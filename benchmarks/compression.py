@@ -104,7 +104,8 @@ def _record_finetune_time(stage: dict, last: Path, log_path: Path, log: dict) ->
 
 
 def run_study(args) -> int:
-    from edgefa.app.compress import pretrained_name, prune_checkpoint, qat_checkpoint, source_state
+    from edgefa.app.compress import prune_checkpoint, qat_checkpoint, source_state
+    from edgefa.models.pretrained import pretrained_name
 
     run, source = Path(args.output), args.source
     try:

@@ -18,12 +18,7 @@ import torch
 
 from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_json, check_writable
-
-
-def pretrained_name(source: str | Path) -> str | None:
-    """``NAME`` of a ``NAME:pretrained`` source, else None."""
-    name, colon, rest = str(source).partition(":")
-    return name if colon and rest == "pretrained" else None
+from edgefa.models.pretrained import pretrained_name
 
 
 def _check_shipped(name: str) -> None:

@@ -31,6 +31,12 @@ def list_pretrained() -> list[str]:
     return sorted(p.stem for p in weights_dir().glob("*.safetensors"))
 
 
+def pretrained_name(source: str | Path) -> str | None:
+    """``NAME`` of a ``NAME:pretrained`` spelling (a source for export, prune, qat), else None."""
+    name, colon, rest = str(source).partition(":")
+    return name if colon and rest == "pretrained" else None
+
+
 def pretrained_path(name: str) -> Path:
     path = weights_dir() / f"{name}.safetensors"
     if not path.is_file():
