@@ -109,9 +109,9 @@ def run_study(args) -> int:
 
     run, source = Path(args.output), args.source
     try:
-        source_state(source)  # a missing file, not a checkpoint, an unknown shipped name: one line
-    except EdgefaError as exc:
-        raise EdgefaError(f"--source {str(exc).removeprefix('--checkpoint ')}") from None
+        source_state(source, flag="--source")  # a missing file, not a checkpoint, an unknown shipped name
+    except EdgefaError as exc:  # a shipped-name error names --source already; a file error names the path
+        raise EdgefaError(str(exc) if pretrained_name(source) else f"--source {exc}") from None
     label = args.name or pretrained_name(source) or Path(source).parent.name
     settings = _settings(args)
     stages = _stages(args.stages)  # checked before anything is written

@@ -26,26 +26,19 @@ def op_table(path: str | Path) -> dict:
     """Per operator (name, input element types): how many, split into network and post-processing."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=str(path))
+    interp = Interpreter(model_path=str(path), num_threads=1)
+    interp.allocate_tensors()  # applies LiteRT's default XNNPACK delegate: one DELEGATE node per partition
     types = {t["index"]: t["dtype"].__name__ for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # the only listing LiteRT's Python API offers
+    partitions = sum(op["op_name"] == "DELEGATE" for op in ops)  # appended after the file's own operators
     rows = [(op["op_name"], "/".join(sorted({types[i] for i in op["inputs"] if i >= 0 and i in types})))
-            for op in ops]
+            for op in ops if op["op_name"] != "DELEGATE"]
     last_int8 = max((i for i, (_, t) in enumerate(rows) if "int8" in t.split("/")), default=-1)
     network, post = Counter(rows[:last_int8 + 1]), Counter(rows[last_int8 + 1:])
     fallbacks = sum(n for (name, t), n in network.items() if name in ("QUANTIZE", "DEQUANTIZE")
                     or ("float32" in t and "int8" not in t))
     return {"file": str(path), "ops": len(rows), "network": network, "post": post, "float_in_network": fallbacks,
-            "xnnpack_partitions": _xnnpack_partitions(path)}
-
-
-def _xnnpack_partitions(path: str | Path) -> int:
-    """How many subgraphs LiteRT's default XNNPACK delegate takes over (one DELEGATE node each)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path), num_threads=1)
-    interp.allocate_tensors()  # the delegate is applied by now
-    return sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
+            "xnnpack_partitions": partitions}
 
 
 def to_markdown(tables: list[dict], command: str) -> str:

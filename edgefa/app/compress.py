@@ -21,14 +21,14 @@ from edgefa.fileio import atomic_write_json, check_writable
 from edgefa.models.pretrained import pretrained_name
 
 
-def _check_shipped(name: str) -> None:
+def _check_shipped(name: str, flag: str = "--checkpoint") -> None:
     from edgefa.errors import closest
     from edgefa.models.pretrained import list_pretrained
 
     shipped = list_pretrained()
     if name not in shipped:
         hint = closest(name, shipped)
-        raise EdgefaError(f"--checkpoint {name}:pretrained: no shipped weights of that name "
+        raise EdgefaError(f"{flag} {name}:pretrained: no shipped weights of that name "
                           f"({f'did you mean {hint}:pretrained? ' if hint else ''}shipped: {', '.join(shipped) or 'none'})")
 
 
@@ -247,16 +247,17 @@ def run_compression(cfg: dict, run_dir: str | Path, progress: bool = True) -> Pa
     return current
 
 
-def source_state(checkpoint: str | Path) -> dict:
+def source_state(checkpoint: str | Path, flag: str = "--checkpoint") -> dict:
     """What compression reads of a source (``runs/x/best.pt`` or ``NAME:pretrained``): metrics and
-    training config; one-line errors for a missing file or an unknown shipped name."""
+    training config; one-line errors for a missing file or an unknown shipped name (``flag``: the
+    argument that named it)."""
     from edgefa.models.checkpoint import load_checkpoint
 
     name = pretrained_name(checkpoint)
     if name:
         from edgefa.models.pretrained import pretrained_path, read_weights
 
-        _check_shipped(name)
+        _check_shipped(name, flag)
         return _pretrained_state(read_weights(pretrained_path(name))[2])
     return load_checkpoint(checkpoint)  # fails early and in one line: missing / not a checkpoint
 
