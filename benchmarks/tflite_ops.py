@@ -6,7 +6,8 @@ An int8 file is only fast when its network stays int8 end to end: every QUANTIZE
 and every float operator between int8 ones is a fallback that XNNPACK runs in float, with a conversion
 on each side. The counts say where a file falls back (e.g. squeeze-excitation blocks left float).
 An operator XNNPACK has no kernel for (int8 HARD_SWISH in LiteRT 2.3) runs in TFLite's own kernel
-instead and cuts the delegated graph: the XNNPACK partition count says how often.
+instead and cuts the delegated graph: the XNNPACK partition count says how often (the network's own
+partitions counted apart from those of the post-processing, whose ATAN2 / SELECT cut it by design).
 The in-graph post-processing (3DMM landmark and pose math) is float by design and is counted apart:
 operators after the network's last int8 operator.
 """
@@ -35,10 +36,15 @@ def op_table(path: str | Path) -> dict:
             for op in ops if op["op_name"] != "DELEGATE"]
     last_int8 = max((i for i, (_, t) in enumerate(rows) if "int8" in t.split("/")), default=-1)
     network, post = Counter(rows[:last_int8 + 1]), Counter(rows[last_int8 + 1:])
+    # a partition belongs to the network when it reads the file's input or a network operator's output
+    made_by = {int(t): i for i, op in enumerate(ops) if op["op_name"] != "DELEGATE" for t in op["outputs"]}
+    made_by.update({int(d["index"]): -1 for d in interp.get_input_details()})
+    in_network = sum(any(made_by.get(int(t), len(rows)) <= last_int8 for t in op["inputs"])
+                     for op in ops if op["op_name"] == "DELEGATE")
     fallbacks = sum(n for (name, t), n in network.items() if name in ("QUANTIZE", "DEQUANTIZE")
                     or ("float32" in t and "int8" not in t))
     return {"file": str(path), "ops": len(rows), "network": network, "post": post, "float_in_network": fallbacks,
-            "xnnpack_partitions": partitions}
+            "xnnpack_partitions": partitions, "network_partitions": in_network}
 
 
 def to_markdown(tables: list[dict], command: str) -> str:
@@ -46,8 +52,9 @@ def to_markdown(tables: list[dict], command: str) -> str:
     for t in tables:
         lines += [f"## `{Path(t['file']).name}`", "",
                   f"{t['ops']} operators; in the network (up to its last int8 operator) "
-                  f"{t['float_in_network']} are float or conversions; XNNPACK runs it as "
-                  f"{t['xnnpack_partitions']} partition(s), with TFLite's own kernels between them.", "",
+                  f"{t['float_in_network']} are float or conversions; XNNPACK runs the network as "
+                  f"{t['network_partitions']} partition(s) and the whole file as {t['xnnpack_partitions']}, "
+                  "with TFLite's own kernels between them.", "",
                   "| operator | input types | network | post-processing |", "|---|---|---:|---:|"]
         for key in sorted(set(t["network"]) | set(t["post"]), key=lambda k: (-t["network"].get(k, 0), k)):
             lines.append(f"| {key[0]} | {key[1]} | {t['network'].get(key, 0)} | {t['post'].get(key, 0)} |")

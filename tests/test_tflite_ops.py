@@ -27,6 +27,7 @@ def test_counts_split_the_network_from_the_float_post_processing():
     # no int8 HARD_SWISH left to cut XNNPACK's graph (it has no kernel for it): both networks are one
     # delegated partition, the others sit in the float post-processing (the old file had 13 in all)
     assert not any(name == "HARD_SWISH" and "int8" in types for name, types in se["network"])
+    assert se["network_partitions"] == relu["network_partitions"] == 1
     assert se["xnnpack_partitions"] == relu["xnnpack_partitions"] <= 3
 
 
