@@ -14,6 +14,11 @@ A QAT model is a ``QATRegressor``: the float model exported (dynamic batch) and 
 ``prepare_qat_pt2e``. It is saved as tensors only: the prepared graph's state_dict (float weights,
 BN statistics, observer ranges, scales / zero points) plus ``compression["qat"]`` (plain
 settings); loading re-runs the same export + prepare on the rebuilt float model and loads them.
+
+``xnnpack_int8`` (a setting, on for new runs): hard-swish split into int8 ADD / MUL and spatial
+means quantized before the graph is prepared, the same shaping the calibrated TFLite path applies
+(``xnnpack_int8.py``), so the int8 TFLite file runs in XNNPACK end to end. A checkpoint saved
+without the setting holds the observers of the unshaped graph and rebuilds unshaped.
 """
 from __future__ import annotations
 
@@ -106,7 +111,7 @@ def make_quantizer(is_qat: bool = True, float_output: bool = False, float_parts:
     ``float_part_nodes``); ``float_nodes``: a function of the exported graph returning more nodes to
     leave float (``benchmarks/tflite_int8_study.py`` simulates such variants); ``int8_mean``: also
     quantize spatial means (squeeze-excite), which LiteRT's XNNPACK runs in int8 (xnnpack_int8.py;
-    off for QAT, whose saved checkpoints hold the observers of the graph as it was prepared)."""
+    QAT follows its checkpoint's ``xnnpack_int8`` setting)."""
     from litert_torch.quantize.pt2e_quantizer import (
         PT2EQuantizer,
         get_symmetric_quantization_config,
@@ -169,14 +174,21 @@ class QATRegressor(FaceRegressor):
             setattr(self, attr, getattr(float_model, attr))
         self.registry_name = float_model.registry_name
         self.registry_cfg = dict(float_model.registry_cfg)
-        self.settings = {"scheme": SCHEME, "bn_frozen": False, "float_output": True, **(settings or {})}
+        self.settings = {"scheme": SCHEME, "bn_frozen": False, "float_output": True, "xnnpack_int8": True,
+                         **(settings or {})}
+        shaped = bool(self.settings["xnnpack_int8"])
+        if shaped:
+            from edgefa.quantization.xnnpack_int8 import split_hardswish
+
+            float_model, _ = split_hardswish(float_model)
         size = int(self.input_size)
         example = (torch.zeros(2, 3, size, size),)
         batch = torch.export.Dim("batch", min=1, max=4096)
         float_model = float_model.train()  # export the training graph: BN updates its statistics
         exported = torch.export.export(float_model, example, dynamic_shapes={"x": {0: batch}}, strict=False)
         with _litert_qat_pattern_fix():
-            quantizer = make_quantizer(is_qat=True, float_output=bool(self.settings["float_output"]))
+            quantizer = make_quantizer(is_qat=True, float_output=bool(self.settings["float_output"]),
+                                       int8_mean=shaped)
             self.qat = prepare_qat_pt2e(exported.module(), quantizer)
         self.compression_record = {**getattr(float_model, "compression_record", {}), "qat": self.settings}
         self.train(False)
@@ -299,5 +311,11 @@ def qat_calibration_note(model: QATRegressor) -> str:
             + ("; network output (62 params) kept float" if s.get("float_output") else ""))
 
 
+def rebuild_qat(float_model: FaceRegressor, settings: dict) -> QATRegressor:
+    """A saved QAT checkpoint's model: one from before ``xnnpack_int8`` existed was prepared
+    unshaped, and its observers only fit that graph."""
+    return prepare_qat(float_model, {"xnnpack_int8": False, **settings})
+
+
 # checkpoints of QAT models rebuild through this (edgefa.models.architecture sits below us)
-register_rebuild_hook("qat", prepare_qat)
+register_rebuild_hook("qat", rebuild_qat)

@@ -92,6 +92,14 @@ def test_qat_int8_files_pass_parity_and_track_the_float_model(qat_run, float_che
         drift = compare(graph, ref, runner.run(x))["nme_points_mean"]
         # int8 vs float: the same 2-point bound the parity gate allows int8 (converters/parity.py)
         assert drift < 2.0, f"{row.format}: int8 file moved landmarks by {drift:.2f} NME points from float"
+    tflite = next((r.file for r in rows if r.format == "tflite"), None)
+    if tflite:  # xnnpack_int8 (qat.yaml): no int8 HARD_SWISH cuts XNNPACK's graph, the SE means are int8
+        from edgefa.benchmarks.tflite_ops import op_table
+
+        table = op_table(tflite)
+        assert not any(name == "HARD_SWISH" and "int8" in types for name, types in table["network"])
+        assert table["network"].get(("MEAN", "int32/int8"), 0) > 1
+        assert table["network_partitions"] == 1
     if any(r.format == "onnx" for r in rows):
         import onnx
 
@@ -180,3 +188,31 @@ def test_qat_refuses_models_with_training_only_outputs():
 
     with pytest.raises(EdgefaError, match="QAT of 'query_decoder_mobilenetv3_small' is not supported"):
         prepare_qat(create_model("query_decoder_mobilenetv3_small"))
+
+
+def test_qat_checkpoint_from_before_xnnpack_shaping_rebuilds_unshaped(tmp_path):
+    """A QAT checkpoint saved without ``xnnpack_int8`` (older runs) holds the observers of the graph
+    with its hard-swishes whole: it must rebuild that graph, not the split one new runs get."""
+    from edgefa.facemodel.synthetic import synthetic_face_model
+    from edgefa.quantization.qat import prepare_qat
+
+    def hardswish_ops(model):
+        return sum("hardswish" in str(n.target) for n in model.qat.graph.nodes)
+
+    torch.manual_seed(0)
+    float_model = create_model("mobilenetv3_small_100", input_size=SIZE).eval()
+    shaped = prepare_qat(float_model)
+    assert shaped.settings["xnnpack_int8"] and hardswish_ops(shaped) == 0
+    old = prepare_qat(float_model, {"xnnpack_int8": False})
+    assert hardswish_ops(old) > 0
+    with torch.no_grad():
+        old.train()
+        old(torch.randn(4, 3, SIZE, SIZE))  # observers see data, so the saved ranges are not defaults
+        old.eval()
+    del old.settings["xnnpack_int8"]  # as written before the setting existed
+    save_checkpoint(tmp_path / "old.pt", old, synthetic_face_model(), config={"face_model": "synthetic"})
+    back, _, _ = model_from_checkpoint(tmp_path / "old.pt")
+    assert hardswish_ops(back) == hardswish_ops(old)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), old(x))

@@ -193,6 +193,8 @@ def qat_checkpoint(source: str | Path, cfg: dict, output: str | Path, progress: 
             continue
         raise EdgefaError(f"qat.{key}: expected a whole number of epochs" + (" or null" if key != "epochs" else "")
                           + f", not {value!r}")
+    if not isinstance(q["xnnpack_int8"], bool):
+        raise EdgefaError(f"qat.xnnpack_int8: expected true or false, not {q['xnnpack_int8']!r}")
     if int(q["epochs"]) < 1:
         raise EdgefaError(f"qat.epochs: {q['epochs']}: QAT needs at least one epoch")
     if q["freeze_observers_after"] is not None and int(q["freeze_observers_after"]) < 1:
@@ -203,7 +205,8 @@ def qat_checkpoint(source: str | Path, cfg: dict, output: str | Path, progress: 
         raise EdgefaError(f"{source}: already a QAT checkpoint; start QAT from the float model")
     qat_model = prepare_qat(model, {"source": str(source), "epochs": int(q["epochs"]),
                                     "freeze_bn_after": q["freeze_bn_after"],
-                                    "freeze_observers_after": q["freeze_observers_after"]})
+                                    "freeze_observers_after": q["freeze_observers_after"],
+                                    "xnnpack_int8": q["xnnpack_int8"]})
     stage = stage_config(cfg, "qat", Path(output), teacher=str(source))
     train(stage, resume=resume, progress=progress, command=f"qat {source}", model=qat_model,
           face_model=face_model, epoch_hook=stage_hook(q["freeze_bn_after"], q["freeze_observers_after"]))
