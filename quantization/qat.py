@@ -15,10 +15,12 @@ A QAT model is a ``QATRegressor``: the float model exported (dynamic batch) and 
 BN statistics, observer ranges, scales / zero points) plus ``compression["qat"]`` (plain
 settings); loading re-runs the same export + prepare on the rebuilt float model and loads them.
 
-``xnnpack_int8`` (a setting, on for new runs): hard-swish split into int8 ADD / MUL and spatial
+``xnnpack_int8`` (a setting, off by default): hard-swish split into int8 ADD / MUL and spatial
 means quantized before the graph is prepared, the same shaping the calibrated TFLite path applies
-(``xnnpack_int8.py``), so the int8 TFLite file runs in XNNPACK end to end. A checkpoint saved
-without the setting holds the observers of the unshaped graph and rebuilds unshaped.
+(``xnnpack_int8.py``), so the int8 TFLite file runs in XNNPACK end to end. One checkpoint feeds both
+runtimes and onnxruntime has no int8 kernels for the split ops: measured on MobileNetV3-Small, the
+TFLite file went 1.25 -> 0.63 ms and the ONNX file 1.07 -> 2.86 ms (``reports/compression.md``'s
+notes), so it is for TFLite targets. A checkpoint saved without the setting rebuilds unshaped.
 """
 from __future__ import annotations
 
@@ -174,7 +176,7 @@ class QATRegressor(FaceRegressor):
             setattr(self, attr, getattr(float_model, attr))
         self.registry_name = float_model.registry_name
         self.registry_cfg = dict(float_model.registry_cfg)
-        self.settings = {"scheme": SCHEME, "bn_frozen": False, "float_output": True, "xnnpack_int8": True,
+        self.settings = {"scheme": SCHEME, "bn_frozen": False, "float_output": True, "xnnpack_int8": False,
                          **(settings or {})}
         shaped = bool(self.settings["xnnpack_int8"])
         if shaped:
@@ -311,11 +313,5 @@ def qat_calibration_note(model: QATRegressor) -> str:
             + ("; network output (62 params) kept float" if s.get("float_output") else ""))
 
 
-def rebuild_qat(float_model: FaceRegressor, settings: dict) -> QATRegressor:
-    """A saved QAT checkpoint's model: one from before ``xnnpack_int8`` existed was prepared
-    unshaped, and its observers only fit that graph."""
-    return prepare_qat(float_model, {"xnnpack_int8": False, **settings})
-
-
 # checkpoints of QAT models rebuild through this (edgefa.models.architecture sits below us)
-register_rebuild_hook("qat", rebuild_qat)
+register_rebuild_hook("qat", prepare_qat)

@@ -19,7 +19,8 @@ pytest.importorskip("litert_torch")
 
 SIZE = 64
 TINY = ["data.train=synthetic:seed=0,n=16", "data.val=synthetic:seed=1,n=8", "data.workers=0", "data.cache=false",
-        "batch_size=16", "augment=false", "qat.epochs=2", "qat.freeze_bn_after=1", "qat.freeze_observers_after=1"]
+        "batch_size=16", "augment=false", "qat.epochs=2", "qat.freeze_bn_after=1", "qat.freeze_observers_after=1",
+        "qat.xnnpack_int8=true"]
 QUIET = {"progress": lambda _: None}
 
 
@@ -93,7 +94,7 @@ def test_qat_int8_files_pass_parity_and_track_the_float_model(qat_run, float_che
         # int8 vs float: the same 2-point bound the parity gate allows int8 (converters/parity.py)
         assert drift < 2.0, f"{row.format}: int8 file moved landmarks by {drift:.2f} NME points from float"
     tflite = next((r.file for r in rows if r.format == "tflite"), None)
-    if tflite:  # xnnpack_int8 (qat.yaml): no int8 HARD_SWISH cuts XNNPACK's graph, the SE means are int8
+    if tflite:  # qat.xnnpack_int8=true: no int8 HARD_SWISH cuts XNNPACK's graph, the SE means are int8
         from edgefa.benchmarks.tflite_ops import op_table
 
         table = op_table(tflite)
@@ -201,10 +202,10 @@ def test_qat_checkpoint_from_before_xnnpack_shaping_rebuilds_unshaped(tmp_path):
 
     torch.manual_seed(0)
     float_model = create_model("mobilenetv3_small_100", input_size=SIZE).eval()
-    shaped = prepare_qat(float_model)
-    assert shaped.settings["xnnpack_int8"] and hardswish_ops(shaped) == 0
-    old = prepare_qat(float_model, {"xnnpack_int8": False})
-    assert hardswish_ops(old) > 0
+    shaped = prepare_qat(float_model, {"xnnpack_int8": True})
+    assert hardswish_ops(shaped) == 0
+    old = prepare_qat(float_model)  # the default: unshaped, as before the setting
+    assert not old.settings["xnnpack_int8"] and hardswish_ops(old) > 0
     with torch.no_grad():
         old.train()
         old(torch.randn(4, 3, SIZE, SIZE))  # observers see data, so the saved ranges are not defaults
