@@ -59,6 +59,17 @@ def _contract(contract: dict | None) -> str:
             f" (mean {contract.get('mean')}, std {contract.get('std')})")
 
 
+def _export_commits(files: list[tuple[dict, dict]]) -> str:
+    """"commit X" when every file of the card was exported at one commit, else each file's commit:
+    files of one model are often re-exported at different times."""
+    commits = {}
+    for t, r in files:
+        commits.setdefault(t["info"].get("commit", "?"), []).append(r["name"])
+    if len(commits) == 1:
+        return f"commit {next(iter(commits))}"
+    return "; ".join(f"{', '.join(f'`{n}`' for n in names)}: commit {c}" for c, names in commits.items())
+
+
 def card_markdown(name: str, files: list[tuple[dict, dict]], record: dict, source: str) -> str:
     threads = record["settings"]["threads"]
     t0, r0 = files[0]
@@ -67,7 +78,7 @@ def card_markdown(name: str, files: list[tuple[dict, dict]], record: dict, sourc
     lines = [f"# {name}: model card", "", CARD_NOTE, "",
              f"**Model:** `{r0['model']}`, {fmt(r0['params_m'], '.2f')} M parameters, {fmt(r0['macs_m'], '.1f')} M MACs "
              f"per face, face model `{info.get('face_model', '?')}`, exported by edgefa {info.get('version', '?')} "
-             f"(commit {info.get('commit', '?')}).", "",
+             f"({_export_commits(files)}).", "",
              f"**Trained on:** `{info.get('training_data', 'unknown')}`"
              + (f"; validation split at training time: balanced NME {val['balanced_nme']} % on `{val.get('data')}` "
                 f"(epoch {val.get('epoch')}; visible AFLW-21 points, not comparable with AFLW2000-3D)" if val else "")

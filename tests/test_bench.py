@@ -8,6 +8,7 @@ import torch
 
 from edgefa.app.cli import main
 from edgefa.benchmarks.bench import check_request, run_bench
+from edgefa.benchmarks.cards import _export_commits
 from edgefa.benchmarks.tables import flat_rows
 from edgefa.benchmarks.timing import latency_stats, time_calls
 from edgefa.converters.export import run_export
@@ -200,3 +201,12 @@ def test_peer_int8_onnx_is_quantized_like_the_benched_file(tmp_path, peer_checkp
     onnx_peers = [t for t in peers if t.ref.endswith(".onnx")]
     assert [Path(t.ref).name for t in onnx_peers] == ["3ddfa-v2-mb05-ortq-int8.onnx"]
     assert _peek(onnx_peers[0].ref, load_runner)["onnx_quantizer"] == "onnxruntime"  # read back from its metadata
+
+
+def test_card_names_each_files_export_commit_when_they_differ():
+    def file(name, commit):
+        return {"info": {"commit": commit}}, {"name": name}
+
+    assert _export_commits([file("a.onnx", "111"), file("a-int8.onnx", "111")]) == "commit 111"
+    assert _export_commits([file("a.onnx", "111"), file("a-int8.onnx", "111"), file("a-int8.tflite", "222")]) == (
+        "`a.onnx`, `a-int8.onnx`: commit 111; `a-int8.tflite`: commit 222")
