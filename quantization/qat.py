@@ -49,14 +49,16 @@ TFLITE_FLOAT_PARTS = {
 DEFAULT_TFLITE_FLOAT_PARTS = ("stem",)
 
 
-def parse_float_parts(text: str) -> tuple[str, ...]:
-    """``--int8-float``: ``none``, or a comma list of TFLITE_FLOAT_PARTS names."""
-    parts = tuple(p.strip() for p in str(text).split(",") if p.strip())
+def parse_float_parts(text, what: str = "--int8-float") -> tuple[str, ...]:
+    """``--int8-float`` / ``qat.float_parts``: ``none``, or a comma list (or YAML list) of
+    TFLITE_FLOAT_PARTS names; ``what`` names the argument in the error."""
+    items = text if isinstance(text, (list, tuple)) else ([] if text is None else str(text).split(","))
+    parts = tuple(str(p).strip() for p in items if str(p).strip())
     if parts in ((), ("none",)):
         return ()
     for part in parts:
         if part not in TFLITE_FLOAT_PARTS:
-            raise unknown_name_error("--int8-float part", part, [*TFLITE_FLOAT_PARTS, "none"])
+            raise unknown_name_error(f"{what} part", part, [*TFLITE_FLOAT_PARTS, "none"])
     return parts
 
 
@@ -97,11 +99,8 @@ def drop_annotations(model, skip: set) -> None:
             if node not in skip and any(r in skip for r in shared_with(node.meta["quantization_annotation"])):
                 skip.add(node)
                 grown = True
-    for node in skip:
-        annotation = node.meta.get("quantization_annotation")
-        if annotation is not None:
-            annotation.input_qspec_map = {}
-            annotation.output_qspec = None
+    for node in skip:  # unannotated, not emptied: QAT's conv-bn fusion reads a conv's annotation if present
+        node.meta.pop("quantization_annotation", None)
 
 
 def make_quantizer(is_qat: bool = True, float_output: bool = False, float_parts: tuple[str, ...] = (),
@@ -176,8 +175,9 @@ class QATRegressor(FaceRegressor):
             setattr(self, attr, getattr(float_model, attr))
         self.registry_name = float_model.registry_name
         self.registry_cfg = dict(float_model.registry_cfg)
+        # defaults for keys a checkpoint may predate: it rebuilds as it was trained
         self.settings = {"scheme": SCHEME, "bn_frozen": False, "float_output": True, "xnnpack_int8": False,
-                         **(settings or {})}
+                         "float_parts": [], **(settings or {})}
         shaped = bool(self.settings["xnnpack_int8"])
         if shaped:
             from edgefa.quantization.xnnpack_int8 import split_hardswish
@@ -190,7 +190,7 @@ class QATRegressor(FaceRegressor):
         exported = torch.export.export(float_model, example, dynamic_shapes={"x": {0: batch}}, strict=False)
         with _litert_qat_pattern_fix():
             quantizer = make_quantizer(is_qat=True, float_output=bool(self.settings["float_output"]),
-                                       int8_mean=shaped)
+                                       float_parts=tuple(self.settings["float_parts"]), int8_mean=shaped)
             self.qat = prepare_qat_pt2e(exported.module(), quantizer)
         self.compression_record = {**getattr(float_model, "compression_record", {}), "qat": self.settings}
         self.train(False)
@@ -310,7 +310,8 @@ def qat_calibration_note(model: QATRegressor) -> str:
     return (f"none (quantization-aware training: scales learned over {s.get('epochs', '?')} epoch(s) from "
             f"{s.get('source', '?')}; BN frozen after {s.get('freeze_bn_after')}, observers after "
             f"{s.get('freeze_observers_after')}); {s['scheme']}"
-            + ("; network output (62 params) kept float" if s.get("float_output") else ""))
+            + ("; network output (62 params) kept float" if s.get("float_output") else "")
+            + (f"; kept float: {', '.join(s['float_parts'])}" if s.get("float_parts") else ""))
 
 
 # checkpoints of QAT models rebuild through this (edgefa.models.architecture sits below us)

@@ -140,6 +140,10 @@ def test_qat_cli_bad_input_is_one_line(float_checkpoint, tmp_path, capsys):
                  "qat.freeze_observers_after=0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "qat.freeze_observers_after" in err and len(err.splitlines()) == 1
+    assert main(["qat", "--checkpoint", str(float_checkpoint), "--config", cfg, "-o", str(tmp_path / "q"),
+                 "qat.float_parts=stm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "qat.float_parts part" in err and "did you mean 'stem'" in err and len(err.splitlines()) == 1
 
 
 def test_plain_quantizer_observes_the_output():
@@ -217,3 +221,36 @@ def test_qat_checkpoint_from_before_xnnpack_shaping_rebuilds_unshaped(tmp_path):
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         torch.testing.assert_close(back(x), old(x))
+
+
+def test_qat_keeps_the_stem_float_like_the_ptq_default(tmp_path):
+    """``qat.float_parts: stem``: the stem trains without fake quantization and stays float in the
+    TFLite file, as in post-training int8 (``--int8-float stem``); the setting survives a reload."""
+    from edgefa.benchmarks.tflite_ops import op_table
+    from edgefa.converters.export import run_export
+    from edgefa.facemodel.synthetic import synthetic_face_model
+    from edgefa.quantization.qat import prepare_qat
+
+    def fake_quants(model):
+        return sum(n.name.startswith("activation_post_process") for n in model.qat.graph.nodes)
+
+    torch.manual_seed(0)
+    float_model = create_model("mobilenetv3_small_100", input_size=SIZE).eval()
+    whole, stem_float = prepare_qat(float_model), prepare_qat(float_model, {"float_parts": ["stem"]})
+    assert fake_quants(stem_float) < fake_quants(whole)
+    with torch.no_grad():
+        stem_float.train()
+        stem_float(torch.randn(4, 3, SIZE, SIZE))
+        stem_float.eval()
+    save_checkpoint(tmp_path / "q.pt", stem_float, synthetic_face_model(), config={"face_model": "synthetic"})
+    back, _, _ = model_from_checkpoint(tmp_path / "q.pt")
+    assert back.settings["float_parts"] == ["stem"]
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), stem_float(x))
+    rows, _ = run_export(str(tmp_path / "q.pt"), "tflite", "int8", tmp_path, parity_n=4, **QUIET)
+    assert rows[0].status == "ok", rows[0].reason
+    ops = op_table(rows[0].file)["network"]
+    # the first convolution and the depthwise one that reads it: float, everything after: int8
+    assert ops.get(("CONV_2D", "float32")) == 1 and ops.get(("DEPTHWISE_CONV_2D", "float32")) == 1
+    assert ops.get(("CONV_2D", "int32/int8"), 0) > 10

@@ -183,7 +183,7 @@ def qat_checkpoint(source: str | Path, cfg: dict, output: str | Path, progress: 
     """QAT of ``source`` (float, possibly pruned) for ``cfg['qat']['epochs']``, distilled from it;
     best.pt / last.pt in ``output`` like training's. Returns ``output/best.pt``."""
     from edgefa.quantization.config import stage_config
-    from edgefa.quantization.qat import prepare_qat, stage_hook
+    from edgefa.quantization.qat import parse_float_parts, prepare_qat, stage_hook
     from edgefa.training.trainer import train
 
     q = cfg["qat"]
@@ -193,6 +193,7 @@ def qat_checkpoint(source: str | Path, cfg: dict, output: str | Path, progress: 
             continue
         raise EdgefaError(f"qat.{key}: expected a whole number of epochs" + (" or null" if key != "epochs" else "")
                           + f", not {value!r}")
+    float_parts = parse_float_parts(q["float_parts"], what="qat.float_parts")
     if not isinstance(q["xnnpack_int8"], bool):
         raise EdgefaError(f"qat.xnnpack_int8: expected true or false, not {q['xnnpack_int8']!r}")
     if int(q["epochs"]) < 1:
@@ -206,7 +207,7 @@ def qat_checkpoint(source: str | Path, cfg: dict, output: str | Path, progress: 
     qat_model = prepare_qat(model, {"source": str(source), "epochs": int(q["epochs"]),
                                     "freeze_bn_after": q["freeze_bn_after"],
                                     "freeze_observers_after": q["freeze_observers_after"],
-                                    "xnnpack_int8": q["xnnpack_int8"]})
+                                    "xnnpack_int8": q["xnnpack_int8"], "float_parts": list(float_parts)})
     stage = stage_config(cfg, "qat", Path(output), teacher=str(source))
     train(stage, resume=resume, progress=progress, command=f"qat {source}", model=qat_model,
           face_model=face_model, epoch_hook=stage_hook(q["freeze_bn_after"], q["freeze_observers_after"]))
