@@ -214,7 +214,7 @@ def test_qat_checkpoint_from_before_xnnpack_shaping_rebuilds_unshaped(tmp_path):
         old.train()
         old(torch.randn(4, 3, SIZE, SIZE))  # observers see data, so the saved ranges are not defaults
         old.eval()
-    del old.settings["xnnpack_int8"]  # as written before the setting existed
+    del old.settings["xnnpack_int8"], old.settings["float_parts"]  # as written before the settings existed
     save_checkpoint(tmp_path / "old.pt", old, synthetic_face_model(), config={"face_model": "synthetic"})
     back, _, _ = model_from_checkpoint(tmp_path / "old.pt")
     assert hardswish_ops(back) == hardswish_ops(old)
