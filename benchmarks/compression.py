@@ -65,7 +65,8 @@ def _settings(args) -> dict:
     export what a ``--train-only`` run on a GPU machine trained)."""
     return {"method": args.method, "finetune_epochs": args.finetune_epochs, "qat_epochs": args.qat_epochs,
             "qat_data": args.qat_data, "formats": args.formats, "onnx_quantizer": args.onnx_quantizer,
-            "overrides": list(args.overrides)}
+            "overrides": list(args.overrides),
+            **({"p50_finetuned": args.p50_finetuned} if getattr(args, "p50_finetuned", None) else {})}
 
 
 def _qat_overrides(args) -> list[str]:
@@ -118,6 +119,14 @@ def run_study(args) -> int:
     from edgefa.converters.onnx_int8 import int8_settings
 
     int8_settings(args.onnx_quantizer)  # a typo fails before any training
+    given = getattr(args, "p50_finetuned", None)
+    if given:
+        if "p50" not in stages:
+            raise EdgefaError("--p50-finetuned stands in for the p50 stage's fine-tune; add p50 to --stages")
+        try:
+            source_state(given, flag="--p50-finetuned")
+        except EdgefaError as exc:
+            raise EdgefaError(f"--p50-finetuned {exc}") from None
     where = _where()
     log = {"source": str(source), "label": label, "commands": [f"{script_command(args.argv)}  # on {where}"],
            "settings": settings, "stages": {}}
@@ -153,6 +162,11 @@ def run_study(args) -> int:
     for ratio in (30, 50):
         if f"p{ratio}" not in stages:
             continue
+        if ratio == 50 and given:  # fine-tuned elsewhere (e.g. an average of fine-tunes): export it as is
+            ckpt["p50-ft"] = timed("p50", lambda: Path(given))
+            log["stages"]["p50"]["given"] = True  # no stage time to report
+            atomic_write_json(log_path, log)
+            continue
 
         def prune(r=ratio):
             cfg = _cfg(str(source), args, [*over, f"prune.ratio={r / 100}", f"prune.method={args.method}"])
@@ -172,7 +186,8 @@ def run_study(args) -> int:
         print(f"trained stages of {run}: {', '.join(k for k in log['stages'] if not k.startswith('export'))}; "
               "export them with the same command without --train-only")
         return 0
-    for variant in (v for stage in stages for v in STAGES[stage]):  # a failed format is tried again
+    variants = [v for stage in stages for v in STAGES[stage] if v in ckpt]  # a given p50 fine-tune has no cut
+    for variant in variants:  # a failed format is tried again
         timed(f"export {variant}", lambda v=variant: (run / "files" / v, _export(ckpt[v], v, label, run, args)))
     failed = [f"{k[len('export '):]} {f['format']} {f['precision']}: {f['reason']}"
               for k, v in log["stages"].items() for f in v.get("failed", [])]
@@ -199,6 +214,8 @@ def main(argv=None) -> int:
                    "(as edgefa export)")
     r.add_argument("--train-only", action="store_true", help="run the training stages, export nothing (e.g. on a "
                    "GPU machine without the converters); the same command without it exports them")
+    r.add_argument("--p50-finetuned", metavar="CKPT", help="a -50 %% model fine-tuned elsewhere (e.g. "
+                   "benchmarks/average_weights.py's average of fine-tunes): exported as p50-ft, no pruning here")
     r.add_argument("--calib-data", default="aflw-train,split=val", help="PTQ calibration crops")
     r.add_argument("--calib-n", type=int, default=200)
     r.add_argument("--parity-data", default="aflw2000-3d,n=64")

@@ -165,7 +165,7 @@ def _section(s: dict) -> list[str]:
     times = [f"{k} {v['seconds'] / 60:.1f} min" + (f" ({_short(v['on'])})" if v.get("on") else "")
              + (f", fine-tune epochs {v['finetune_seconds'] / 60:.1f} min over all its segments"
                 if "finetune_seconds" in v else "")
-             for k, v in s["stages"].items() if not k.startswith("export")]
+             for k, v in s["stages"].items() if not k.startswith("export") and not v.get("given")]
     out += [""] + (["Stage times: " + ", ".join(times), ""] if times else [])
     goals = _goal_lines(s["rows"])
     return out + (["Goals:", *goals, ""] if goals else [])

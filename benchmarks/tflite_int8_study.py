@@ -138,7 +138,7 @@ def _quantizer(float_nodes=None, observer: str | None = None, keep=("weights", "
 
 
 def simulate(sim: Simulator, say) -> dict:
-    from edgefa.quantization.qat import float_part_nodes
+    from edgefa.quantization.float_parts import float_part_nodes
 
     rows = {}
 

@@ -230,7 +230,7 @@ def run_export(model: str, formats: str, precisions: str, out: str | Path, calib
     ``int8_float``: the parts a calibrated TFLite int8 file keeps float (``--int8-float``; None: the
     default, ``stem``)."""
     from edgefa.converters.onnx_int8 import int8_settings
-    from edgefa.quantization.qat import parse_float_parts
+    from edgefa.quantization.float_parts import parse_float_parts
 
     check_name(name)
     int8_settings(onnx_quantizer)  # a typo fails here, before any work

@@ -224,10 +224,10 @@ def _dtypes(details) -> str:
 def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata: dict[str, str],
            int8_io: bool = False, float_parts: tuple[str, ...] | None = None) -> dict:
     """``float_parts``: parts of the network a calibrated int8 file keeps float (qat.py's
-    ``float_part_nodes``); None: ``DEFAULT_TFLITE_FLOAT_PARTS``, or none with ``int8_io`` (an int8
+    ``quantization/float_parts.py``); None: ``DEFAULT_INT8_FLOAT_PARTS``, or none with ``int8_io`` (an int8
     input needs an int8 first convolution)."""
+    from edgefa.quantization.float_parts import DEFAULT_INT8_FLOAT_PARTS
     from edgefa.quantization.qat import (
-        DEFAULT_TFLITE_FLOAT_PARTS,
         is_qat,
         make_quantizer,
         qat_calibration_note,
@@ -247,7 +247,7 @@ def export(graph, path: Path, precision: str, calib: np.ndarray | None, metadata
                 content = _convert(_Named(graph), example, QuantConfig(pt2e_quantizer=make_quantizer(is_qat=False)))
             float_io = not graph.postprocess and not int8_io
         elif precision == "int8":
-            parts = (() if int8_io else DEFAULT_TFLITE_FLOAT_PARTS) if float_parts is None else float_parts
+            parts = (() if int8_io else DEFAULT_INT8_FLOAT_PARTS) if float_parts is None else float_parts
             # --int8-io asks for int8 tensors at both ends, so only then is the output quantized
             qgraph, quant_config, info["calibration"] = _int8_graph(graph, calib, float_output=not int8_io,
                                                                     float_parts=tuple(parts))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edgefa.errors import EdgefaError
 from edgefa.paths import fill_shared
+from edgefa.quantization.float_parts import DEFAULT_INT8_FLOAT_PARTS
 
 COMPRESSION_DEFAULTS = {
     "source": None,  # checkpoint to compress; `--checkpoint` on the command line wins
@@ -23,9 +24,9 @@ COMPRESSION_DEFAULTS = {
     "finetune": {"epochs": 0, "lr": 1e-3, "distill": 1.0},
     # quantization-aware training; the freezes count finished QAT epochs (null: never)
     # xnnpack_int8: hard-swish split and means int8 (quantization/qat.py): a faster TFLite file, a slower ONNX one
-    # float_parts: network parts trained and exported float, as post-training int8's `--int8-float` ("stem" or "none")
+    # float_parts: network parts trained and exported float, as post-training int8's `--int8-float` (or "none")
     "qat": {"epochs": 2, "lr": 1e-4, "distill": 1.0, "freeze_bn_after": 1, "freeze_observers_after": 1,
-            "xnnpack_int8": False, "float_parts": "stem"},
+            "xnnpack_int8": False, "float_parts": ",".join(DEFAULT_INT8_FLOAT_PARTS)},
     "export": {"formats": "onnx,tflite", "calib_data": None, "calib_n": 200, "parity_data": None,
                "parity_n": 32, "postprocess": False},
 }

@@ -23,7 +23,7 @@ TFLite file went 1.25 -> 0.63 ms and the ONNX file 1.07 -> 2.86 ms (``reports/co
 notes), so it is for TFLite targets. A checkpoint saved without the setting rebuilds unshaped.
 
 ``float_parts`` (a setting, ``stem`` in new recipes): the same parts the calibrated TFLite path keeps
-float (``TFLITE_FLOAT_PARTS``) are left unannotated, so they train and export float in both formats
+float (``float_parts.py``) are left unannotated, so they train and export float in both formats
 (MobileNetV3-Small: val NME 6.800 against 6.966 with the stem int8). A checkpoint saved without the
 setting rebuilds all-int8.
 """
@@ -35,53 +35,14 @@ import copy
 import torch
 from torch import nn
 
-from edgefa.errors import EdgefaError, unknown_name_error
+from edgefa.errors import EdgefaError
 from edgefa.models.architecture import register_rebuild_hook
 from edgefa.models.registry import FaceRegressor
+from edgefa.quantization.float_parts import float_part_nodes
 from edgefa.quantization.prune import family_of
 
 SCHEME = ("litert-torch PT2EQuantizer (torchao pt2e QAT): per-channel symmetric int8 weights, "
           "per-tensor affine int8 activations")
-
-
-# network parts a calibrated int8 TFLite file (and a QAT model, ``float_parts``) can keep float
-TFLITE_FLOAT_PARTS = {
-    "stem": "the first convolution, its activation and the layer that reads them, so the stem's "
-            "output is never quantized (one per-tensor int8 scale over MobileNetV3-Small's 16 stem "
-            "channels, ranges 0.2-19, was most of its int8 loss: reports/tflite-int8.md)",
-}
-# what --int8-float means when not given: measured on both shipped networks (reports/tflite-int8.md)
-DEFAULT_TFLITE_FLOAT_PARTS = ("stem",)
-
-
-def parse_float_parts(text, what: str = "--int8-float") -> tuple[str, ...]:
-    """``--int8-float`` / ``qat.float_parts``: ``none``, or a comma list (or YAML list) of
-    TFLITE_FLOAT_PARTS names; ``what`` names the argument in the error."""
-    items = text if isinstance(text, (list, tuple)) else ([] if text is None else str(text).split(","))
-    parts = tuple(str(p).strip() for p in items if str(p).strip())
-    if parts in ((), ("none",)):
-        return ()
-    for part in parts:
-        if part not in TFLITE_FLOAT_PARTS:
-            raise unknown_name_error(f"{what} part", part, [*TFLITE_FLOAT_PARTS, "none"])
-    return parts
-
-
-def _is_compute(node) -> bool:
-    """A convolution or a fully connected layer of an exported (aten) graph."""
-    return node.op == "call_function" and any(k in str(node.target) for k in ("conv", "linear", "addmm"))
-
-
-def float_part_nodes(graph, parts) -> set:
-    """The nodes of an exported network's graph that ``parts`` (TFLITE_FLOAT_PARTS names) cover.
-    A part is a float run from the network's input on: the converter keeps an op float only when
-    nothing quantized feeds it (an op between a dequantize and a quantize becomes int8 again)."""
-    nodes = list(graph.nodes)
-    picked = set()
-    if "stem" in parts:
-        compute = [i for i, n in enumerate(nodes) if _is_compute(n)]
-        picked |= set(nodes[compute[0]:compute[min(1, len(compute) - 1)] + 1]) if compute else set()
-    return picked
 
 
 def drop_annotations(model, skip: set) -> None:

@@ -160,3 +160,26 @@ def test_a_killed_finetune_resumes_and_the_pruned_model_exports_as_ptq_int8(sour
     ptq = json.loads(next((run / "files" / "p50-ft-ptq").glob("*-export.json")).read_text())["rows"][0]
     assert ptq["status"] == "ok" and ptq["precision"] == "int8"
     assert "onnxruntime quantize_static" in ptq["info"]["calibration"]
+
+
+def test_a_p50_model_fine_tuned_elsewhere_is_exported_as_given(source, tmp_path, capsys):
+    """``--p50-finetuned``: e.g. an average of fine-tunes; no pruning runs, the file is that model's."""
+    run = tmp_path / "given"
+    common = ["run", "--source", str(source), "--name", "g", *RUN, "--onnx-quantizer", "onnxruntime", *TINY_DATA]
+    assert study([*common, "-o", str(run), "--stages", "p50,p50-ft-ptq", "--p50-finetuned", str(source)]) == 0
+    assert sorted(p.name for p in (run / "files").iterdir()) == ["p50-ft", "p50-ft-ptq"]
+    assert not (run / "p50").exists()  # nothing pruned or trained
+    log = json.loads((run / "study.json").read_text())
+    assert log["stages"]["p50"]["given"] and log["settings"]["p50_finetuned"] == str(source)
+    for variant, precision in (("p50-ft", "fp32"), ("p50-ft-ptq", "int8")):  # both made from the given model
+        exported = json.loads(next((run / "files" / variant).glob("*-export.json")).read_text())
+        assert exported["model"] == str(source)
+        assert exported["rows"][0]["status"] == "ok" and exported["rows"][0]["precision"] == precision
+    capsys.readouterr()
+    assert study([*common, "-o", str(tmp_path / "x"), "--stages", "float", "--p50-finetuned", str(source)]) == 2
+    assert "add p50 to --stages" in capsys.readouterr().err
+    assert study([*common, "-o", str(tmp_path / "y"), "--stages", "p50", "--p50-finetuned",
+                  str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--p50-finetuned" in err and "missing.pt" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

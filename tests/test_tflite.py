@@ -151,7 +151,7 @@ def test_int8_float_parts(tmp_path, face_model, crops, parts, weights):
 
 
 def test_int8_float_parts_bad_names():
-    from edgefa.quantization.qat import parse_float_parts
+    from edgefa.quantization.float_parts import parse_float_parts
 
     assert parse_float_parts("none") == () and parse_float_parts(" stem") == ("stem",)
     with pytest.raises(EdgefaError, match="did you mean 'stem'"):

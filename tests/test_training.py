@@ -352,6 +352,17 @@ def test_training_report_prints_the_label_quality_a_labels_file_records(tmp_path
     md = out.with_suffix(".md").read_text()
     assert f"### Label quality: `{labels}`" in md and "| refined | 2.300 | 3.100 | 4.100 | **3.100** |" in md
     assert json.loads(out.with_suffix(".json").read_text())["label_quality"][0]["chosen"]["lambda"] == 100.0
+    # a later report without the labels file carries its section over, marked; given again, it is fresh
+    later = tmp_path / "later"
+    assert report_main(["--peer", "mobilenetv3_small_100", "--previous", str(out.with_suffix(".json")),
+                        "--data", "synthetic:n=4", "-o", str(later)]) == 0
+    md = later.with_suffix(".md").read_text()
+    assert f"### Label quality: `{labels}` (carried unchanged from `{out.with_suffix('.json')}`" in md
+    assert "| refined | 2.300 | 3.100 | 4.100 | **3.100** |" in md
+    assert report_main(["--peer", "mobilenetv3_small_100", "--labels", str(labels), "--previous",
+                        str(later.with_suffix(".json")), "--data", "synthetic:n=4", "-o", str(later)]) == 0
+    quality = json.loads(later.with_suffix(".json").read_text())["label_quality"]
+    assert len(quality) == 1 and "carried_from" not in quality[0]
     del meta["check"]
     save_labels(labels, ["a.jpg"], np.zeros((1, 2, 62)), toy_face_model, meta)
     capsys.readouterr()

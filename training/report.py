@@ -130,12 +130,25 @@ def label_quality(path: Path) -> dict:
             "command": meta.get("command")}
 
 
+def previous_label_quality(previous: Path, fresh: list[dict]) -> list[dict]:
+    """An earlier report's label-quality sections for labels files not given now (a labels file does
+    not survive its machine either), each marked with where it came from."""
+    try:
+        old = json.loads(previous.read_text()).get("label_quality", [])
+    except (OSError, ValueError, AttributeError) as exc:
+        raise EdgefaError(f"--previous {previous}: not a training report JSON ({exc})") from None
+    given = {q["file"] for q in fresh}
+    return [{**q, "carried_from": str(previous)} for q in old if q.get("file") not in given]
+
+
 def label_quality_markdown(q: dict) -> str:
     rows = "\n".join(f"| {name} | " + " | ".join(f"{v:.3f}" for v in r["bins"].values())
                      + f" | **{r['balanced_mean']:.3f}** |" for name, r in q["check"]["nme"].items())
     sel = q["selection"]
     table = ", ".join(f"{r['correspondence']} λ={r['lambda']:g}: {r['loo_nme']:.3f}" for r in sel["table"])
-    return (f"\n### Label quality: `{q['file']}`\n\nThe refined labels' procedure (`{q['command']}`; chosen: "
+    carried = (f" (carried unchanged from `{q['carried_from']}`: the labels file is not on this machine)"
+               if q.get("carried_from") else "")
+    return (f"\n### Label quality: `{q['file']}`{carried}\n\nThe refined labels' procedure (`{q['command']}`; chosen: "
             f"{q['chosen']['correspondence']} correspondence, λ = {q['chosen']['lambda']:g}) run on AFLW2000-3D's "
             f"own 21 points and scored against its 68-point labels. A check only: the settings were chosen "
             f"by {sel['method']} ({sel['faces']} faces; hidden-point error in % of face size: {table}).\n\n"
@@ -203,6 +216,7 @@ def _write(args, argv) -> int:
     command = shell_command(["python", "-m", "edgefa.training.report", *(sys.argv[1:] if argv is None else argv)])
     notes = args.notes.read_text().strip() + "\n\n" if args.notes else ""
     quality = [label_quality(path) for path in args.labels]
+    quality += previous_label_quality(args.previous, quality) if args.previous else []
     markdown = notes + to_markdown(rows, facts, command, args.data)  # before writing: no half report
     markdown += "".join(label_quality_markdown(q) for q in quality)
     atomic_write_json(with_ext(out, ".json"), {"command": command, "machine": facts, "data": args.data,

@@ -183,7 +183,8 @@ def qat_checkpoint(source: str | Path, cfg: dict, output: str | Path, progress: 
     """QAT of ``source`` (float, possibly pruned) for ``cfg['qat']['epochs']``, distilled from it;
     best.pt / last.pt in ``output`` like training's. Returns ``output/best.pt``."""
     from edgefa.quantization.config import stage_config
-    from edgefa.quantization.qat import parse_float_parts, prepare_qat, stage_hook
+    from edgefa.quantization.float_parts import parse_float_parts
+    from edgefa.quantization.qat import prepare_qat, stage_hook
     from edgefa.training.trainer import train
 
     q = cfg["qat"]

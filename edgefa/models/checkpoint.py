@@ -59,6 +59,12 @@ def save_checkpoint(path: str | Path, model: FaceRegressor, face_model: FaceMode
     record = getattr(model, "compression_record", None)
     if record:  # pruned / QAT models: plain numbers that let model_from_checkpoint rebuild them
         state["compression"] = record
+    save_state(path, state)
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    """``torch.save`` a checkpoint dict atomically (temp file, then rename)."""
+    path = Path(path)
     tmp = temp_sibling(path)
     try:
         torch.save(state, tmp)
