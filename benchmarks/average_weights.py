@@ -4,9 +4,12 @@
 
 Every floating-point tensor of the state dicts is averaged (BatchNorm running statistics included);
 integer tensors (BN's batch counters) and everything else (settings, config, compression record) come
-from the last checkpoint. The result is a checkpoint like the inputs, so `edgefa eval` / `export` read
-it. Averaging helps only when the runs sit in one basin of the loss (e.g. fine-tunes of one start);
-evaluate the result on the validation split before using it.
+from the last checkpoint, except its training-time record: the average has no epoch or history, and
+its ``metrics`` are its own score on the validation split (``--val-data``, default the last
+checkpoint's ``data.val``), which `edgefa export` writes into the files as ``edgefa.val``. The result
+is a checkpoint like the inputs, so `edgefa eval` / `export` read it. Averaging helps only when the
+runs sit in one basin of the loss (e.g. a fine-tune and its warm restart); compare the printed
+validation NME with the inputs' before using it.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import sys
 from pathlib import Path
 
 from edgefa.errors import EdgefaError
-from edgefa.fileio import check_writable
+from edgefa.fileio import check_writable, temp_sibling
+from edgefa.paths import fill_shared
 
 
 def average_checkpoints(paths: list[str | Path]) -> dict:
@@ -37,7 +41,27 @@ def average_checkpoints(paths: list[str | Path]) -> dict:
             averaged[key] = sum(s["state_dict"][key].double() for s in states).div(len(states)).to(value.dtype)
         else:
             averaged[key] = value
-    return {**base, "state_dict": averaged, "averaged_from": [str(p) for p in paths]}
+    record = {k: v for k, v in base.items() if k not in ("metrics", "history")}
+    return {**record, "state_dict": averaged, "epoch": None, "averaged_from": [str(p) for p in paths]}
+
+
+def validate(state: dict, data: str, out: Path) -> dict:
+    """The averaged model's validation block (balanced NME, bins), as training stores it."""
+    from edgefa.data.registry import create_dataset
+    from edgefa.evaluate import evaluate
+    from edgefa.models.checkpoint import save_state
+    from edgefa.predictor import load_predictor
+
+    tmp = temp_sibling(out)  # the predictor loads a file; removed below (a killed run's: by the next)
+    try:
+        save_state(tmp, state)
+        result = evaluate(load_predictor(str(tmp)), create_dataset(data), progress=False)
+    finally:
+        tmp.unlink(missing_ok=True)
+    block = result.get("nme") or result.get("nme21")
+    if block is None:
+        raise EdgefaError(f"--val-data {data}: has neither 68-point nor AFLW-21 labels to validate on")
+    return {k: v for k, v in block.items() if k not in ("per_face", "ced")}
 
 
 def main(argv=None) -> int:
@@ -46,11 +70,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", help="edgefa checkpoints of one architecture")
     parser.add_argument("-o", "--output", required=True, help="the averaged checkpoint (.pt)")
+    parser.add_argument("--val-data", help="validation data spec (default: the last checkpoint's data.val)")
     parser.add_argument("--debug", action="store_true", help="full tracebacks")
     args = parser.parse_args(argv)
     try:
         out = check_writable(Path(args.output), "--output")
-        save_state(out, average_checkpoints(args.checkpoints))
+        state = average_checkpoints(args.checkpoints)
+        val = args.val_data or fill_shared((state.get("config") or {}).get("data", {}).get("val"))
+        if val:
+            state["metrics"] = validate(state, val, out)
+            print(f"validation NME of the average: {state['metrics']['balanced_mean']:.3f} % (balanced) on {val}")
+        save_state(out, state)
     except EdgefaError as exc:
         if args.debug:
             raise

@@ -59,6 +59,12 @@ def _contract(contract: dict | None) -> str:
             f" (mean {contract.get('mean')}, std {contract.get('std')})")
 
 
+def _val_origin(val: dict) -> str:
+    """Where a file's validation score comes from: the best epoch of its training run, or (no epoch)
+    the checkpoint scored as it is, e.g. an average of fine-tunes (benchmarks/average_weights.py)."""
+    return f"epoch {val['epoch']}; " if val.get("epoch") is not None else "the checkpoint as exported, not a training epoch; "
+
+
 def _export_commits(files: list[tuple[dict, dict]]) -> str:
     """"commit X" when every file of the card was exported at one commit, else each file's commit:
     files of one model are often re-exported at different times."""
@@ -81,7 +87,7 @@ def card_markdown(name: str, files: list[tuple[dict, dict]], record: dict, sourc
              f"({_export_commits(files)}).", "",
              f"**Trained on:** `{info.get('training_data', 'unknown')}`"
              + (f"; validation split at training time: balanced NME {val['balanced_nme']} % on `{val.get('data')}` "
-                f"(epoch {val.get('epoch')}; visible AFLW-21 points, not comparable with AFLW2000-3D)" if val else "")
+                f"({_val_origin(val)}visible AFLW-21 points, not comparable with AFLW2000-3D)" if val else "")
              + ".", "",
              f"## Accuracy on {_data_name(record['settings'].get('data'))}, measured on each file in its runtime", "",
              f"Data: `{record['settings'].get('data')}`. NME % (68 points, 2D) by yaw bin; balanced = mean over "

@@ -28,8 +28,25 @@ def test_average_of_two_checkpoints_is_their_mean_and_loads(tmp_path):
             torch.testing.assert_close(value, (sa[key] + sb[key]) / 2)
         else:
             assert torch.equal(value, sb[key])
-    assert state["epoch"] == 1 and state["averaged_from"] == [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+    assert state["epoch"] is None and state["averaged_from"] == [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+    assert "metrics" not in state and "history" not in state  # no val data given or in a config
     assert soup(torch.rand(1, 3, 64, 64)).shape == (1, 62)
+
+
+def test_the_average_records_its_own_validation_score(tmp_path, capsys):
+    from edgefa.data.registry import create_dataset
+    from edgefa.evaluate import evaluate
+    from edgefa.predictor import load_predictor
+
+    _checkpoint(tmp_path / "a.pt", 0)
+    _checkpoint(tmp_path / "b.pt", 1)
+    out = tmp_path / "soup.pt"
+    assert main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "-o", str(out), "--val-data", "synthetic:seed=1,n=4"]) == 0
+    state = torch.load(out, weights_only=True)
+    again = evaluate(load_predictor(str(out)), create_dataset("synthetic:seed=1,n=4"), progress=False)["nme"]
+    assert state["metrics"]["balanced_mean"] == again["balanced_mean"]
+    assert f"{again['balanced_mean']:.3f} %" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt", "soup.pt"]  # no temp file left
 
 
 def test_different_architectures_or_junk_is_one_error_line(tmp_path, capsys):

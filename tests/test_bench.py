@@ -8,7 +8,7 @@ import torch
 
 from edgefa.app.cli import main
 from edgefa.benchmarks.bench import check_request, run_bench
-from edgefa.benchmarks.cards import _export_commits
+from edgefa.benchmarks.cards import _export_commits, _val_origin
 from edgefa.benchmarks.tables import flat_rows
 from edgefa.benchmarks.timing import latency_stats, time_calls
 from edgefa.converters.export import run_export
@@ -210,3 +210,9 @@ def test_card_names_each_files_export_commit_when_they_differ():
     assert _export_commits([file("a.onnx", "111"), file("a-int8.onnx", "111")]) == "commit 111"
     assert _export_commits([file("a.onnx", "111"), file("a-int8.onnx", "111"), file("a-int8.tflite", "222")]) == (
         "`a.onnx`, `a-int8.onnx`: commit 111; `a-int8.tflite`: commit 222")
+
+
+def test_card_says_where_a_validation_score_comes_from():
+    assert _val_origin({"balanced_nme": 6.4, "epoch": 52}) == "epoch 52; "
+    # an averaged checkpoint has no training epoch: its score is its own, measured as exported
+    assert "not a training epoch" in _val_origin({"balanced_nme": 6.45, "epoch": None})
