@@ -48,7 +48,7 @@ def average_checkpoints(paths: list[str | Path]) -> dict:
 def validate(state: dict, data: str, out: Path) -> dict:
     """The averaged model's validation block (balanced NME, bins), as training stores it."""
     from edgefa.data.registry import create_dataset
-    from edgefa.evaluate import evaluate
+    from edgefa.evaluate import evaluate, validation_metrics
     from edgefa.models.checkpoint import save_state
     from edgefa.predictor import load_predictor
 
@@ -58,10 +58,7 @@ def validate(state: dict, data: str, out: Path) -> dict:
         result = evaluate(load_predictor(str(tmp)), create_dataset(data), progress=False)
     finally:
         tmp.unlink(missing_ok=True)
-    block = result.get("nme") or result.get("nme21")
-    if block is None:
-        raise EdgefaError(f"--val-data {data}: has neither 68-point nor AFLW-21 labels to validate on")
-    return {k: v for k, v in block.items() if k not in ("per_face", "ced")}
+    return validation_metrics(result, data, "--val-data")
 
 
 def main(argv=None) -> int:

@@ -66,7 +66,7 @@ def _settings(args) -> dict:
     return {"method": args.method, "finetune_epochs": args.finetune_epochs, "qat_epochs": args.qat_epochs,
             "qat_data": args.qat_data, "formats": args.formats, "onnx_quantizer": args.onnx_quantizer,
             "overrides": list(args.overrides),
-            **({"p50_finetuned": args.p50_finetuned} if getattr(args, "p50_finetuned", None) else {})}
+            **({"p50_finetuned": args.p50_finetuned} if args.p50_finetuned else {})}  # old folders still match
 
 
 def _qat_overrides(args) -> list[str]:
@@ -119,7 +119,7 @@ def run_study(args) -> int:
     from edgefa.converters.onnx_int8 import int8_settings
 
     int8_settings(args.onnx_quantizer)  # a typo fails before any training
-    given = getattr(args, "p50_finetuned", None)
+    given = args.p50_finetuned
     if given:
         if "p50" not in stages:
             raise EdgefaError("--p50-finetuned stands in for the p50 stage's fine-tune; add p50 to --stages")

@@ -7,6 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgefa.data.base import collate, crop_to_original
+from edgefa.errors import EdgefaError
 from edgefa.metrics import BIN_NAMES, CED_MAX_NME, CED_STEPS, auc, ced_curve, nme, nme_by_yaw, pose_mae
 
 
@@ -42,6 +43,16 @@ def evaluate(predictor, dataset, batch: int = 64, workers: int = 0, progress: bo
     result = {"faces": len(dataset), "seconds": round(seconds, 2)}
     result.update(score_predictions(raw, dataset, predictor.crop_size))
     return result
+
+
+def validation_metrics(result: dict, data: str, what: str) -> dict:
+    """What a checkpoint stores as its ``metrics``: the 68-point block of an ``evaluate`` result, or
+    the AFLW-21 one where the data has no 68-point labels, without per-face arrays or CED curves.
+    ``what`` names the argument that gave ``data`` in the error."""
+    block = result.get("nme") or result.get("nme21")
+    if block is None:
+        raise EdgefaError(f"{what} {data}: has neither 68-point nor AFLW-21 labels to validate on")
+    return {k: v for k, v in block.items() if k not in ("per_face", "ced")}
 
 
 def score_predictions(raw: dict, dataset, crop_size: int) -> dict:

@@ -35,7 +35,7 @@ from timm.utils import ModelEmaV3
 
 from edgefa.data.registry import create_dataset
 from edgefa.errors import EdgefaError
-from edgefa.evaluate import evaluate
+from edgefa.evaluate import evaluate, validation_metrics
 from edgefa.fileio import atomic_write_json, check_writable, check_writable_dir
 from edgefa.models.checkpoint import save_checkpoint
 from edgefa.models.pretrained import save_weights
@@ -179,16 +179,14 @@ class Student:
                               f"last good checkpoint kept in {self.out / 'last.pt'}")
         self.eval_model.eval()
         predictor = TorchPredictor(self.eval_model, self.fm, self.cfg["name"], self.device)
-        block = evaluate(predictor, val_set, batch=256, progress=False)
-        block = block.get("nme") or block.get("nme21")
-        if block is None:
-            raise EdgefaError(f"data.val {self.cfg['data']['val']}: has neither 68-point nor AFLW-21 labels to validate on")
-        metric = block["balanced_mean"]
+        metrics = validation_metrics(evaluate(predictor, val_set, batch=256, progress=False),
+                                     self.cfg["data"]["val"], "data.val")
+        metric = metrics["balanced_mean"]
         self.history.append({"epoch": epoch + 1, "val_nme": round(metric, 4), "loss": round(means[0], 4),
                              "terms": {k: round(v, 4) for k, v in zip(self.term_names, means[1:])},
                              "seconds": round(seconds, 1)})
         extra = {"config": portable_config(self.cfg), "command": command, "epoch": epoch + 1,
-                 "history": self.history, "metrics": {k: v for k, v in block.items() if k not in ("per_face", "ced")}}
+                 "history": self.history, "metrics": metrics}
         if metric < self.best:
             self.best = metric
             save_checkpoint(self.out / "best.pt", self.eval_model, self.fm, **extra)

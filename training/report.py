@@ -93,17 +93,27 @@ ROW_KEYS = ("model", "params", "macs", "nme_bins", "nme_balanced", "nme_plain", 
             "epochs_done", "epochs_planned")  # what a carried row needs to be shown again
 
 
-def load_previous(previous: Path) -> list[dict]:
-    """The trained-run rows of an earlier report, each marked with where it came from, to carry over
-    the runs that are not here to re-evaluate (e.g. their checkpoints did not survive the machine)."""
+def read_previous(previous: Path) -> dict:
+    """An earlier report's JSON (``--previous``), read once for its rows and label-quality sections."""
     if not previous.is_file():
         raise EdgefaError(f"--previous {previous}: file not found")
     try:
         old = json.loads(previous.read_text())
+    except (OSError, ValueError) as exc:
+        raise EdgefaError(f"--previous {previous}: not a training report JSON ({exc})") from None
+    if not isinstance(old, dict):
+        raise EdgefaError(f"--previous {previous}: not a training report JSON (not an object)")
+    return old
+
+
+def load_previous(old: dict, previous: Path) -> list[dict]:
+    """The trained-run rows of an earlier report, each marked with where it came from, to carry over
+    the runs that are not here to re-evaluate (e.g. their checkpoints did not survive the machine)."""
+    try:
         rows, command, machine = old["rows"], old["command"], old["machine"]
         carried = [{"evaluated_by": command, "evaluated_on": machine, **r, "carried_from": str(previous)}
                    for r in rows if "epochs_done" in r]  # the peer is always re-evaluated
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise EdgefaError(f"--previous {previous}: not a training report JSON ({exc})") from None
     for i, row in enumerate(carried):
         missing = [k for k in ROW_KEYS if k not in row]
@@ -130,15 +140,11 @@ def label_quality(path: Path) -> dict:
             "command": meta.get("command")}
 
 
-def previous_label_quality(previous: Path, fresh: list[dict]) -> list[dict]:
+def previous_label_quality(old: dict, previous: Path, fresh: list[dict]) -> list[dict]:
     """An earlier report's label-quality sections for labels files not given now (a labels file does
     not survive its machine either), each marked with where it came from."""
-    try:
-        old = json.loads(previous.read_text()).get("label_quality", [])
-    except (OSError, ValueError, AttributeError) as exc:
-        raise EdgefaError(f"--previous {previous}: not a training report JSON ({exc})") from None
     given = {q["file"] for q in fresh}
-    return [{**q, "carried_from": str(previous)} for q in old if q.get("file") not in given]
+    return [{**q, "carried_from": str(previous)} for q in old.get("label_quality", []) if q.get("file") not in given]
 
 
 def label_quality_markdown(q: dict) -> str:
@@ -207,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
 def _write(args, argv) -> int:
     out = Path(args.out)
     check_writable(with_ext(out, ".md"), "report")
-    carried = load_previous(args.previous) if args.previous else []
+    old = read_previous(args.previous) if args.previous else None
+    carried = load_previous(old, args.previous) if old is not None else []
     dataset = create_dataset(args.data)
     rows = [row_for(args.peer, dataset, "3DDFA-V2 mb05 (peer)", {})] if args.peer else []
     fresh = [run_row(run, dataset) for run in args.runs]
@@ -216,7 +223,7 @@ def _write(args, argv) -> int:
     command = shell_command(["python", "-m", "edgefa.training.report", *(sys.argv[1:] if argv is None else argv)])
     notes = args.notes.read_text().strip() + "\n\n" if args.notes else ""
     quality = [label_quality(path) for path in args.labels]
-    quality += previous_label_quality(args.previous, quality) if args.previous else []
+    quality += previous_label_quality(old, args.previous, quality) if old is not None else []
     markdown = notes + to_markdown(rows, facts, command, args.data)  # before writing: no half report
     markdown += "".join(label_quality_markdown(q) for q in quality)
     atomic_write_json(with_ext(out, ".json"), {"command": command, "machine": facts, "data": args.data,

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from edgefa.data.registry import create_dataset
 from edgefa.data.workers import single_thread_worker
 from edgefa.errors import EdgefaError
-from edgefa.evaluate import evaluate
+from edgefa.evaluate import evaluate, validation_metrics
 from edgefa.fileio import atomic_write_json, check_writable
 from edgefa.models.checkpoint import load_3ddfa_v2, load_checkpoint, save_checkpoint
 from edgefa.models.registry import create_model
@@ -314,17 +314,15 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
         if main_rank:
             eval_model.eval()
             result = evaluate(predictor, val_set, batch=128, progress=False)
-            block = result.get("nme") or result.get("nme21")
-            if block is None:
-                raise EdgefaError(f"data.val {cfg['data']['val']}: has neither 68-point nor AFLW-21 labels to validate on")
-            metric = block["balanced_mean"]
+            metrics = validation_metrics(result, cfg["data"]["val"], "data.val")
+            metric = metrics["balanced_mean"]
             history.append({"epoch": epoch + 1, "val_nme": round(metric, 4), "loss": round(loss.item(), 4),
                             "terms": {k: round(v, 4) for k, v in terms.items()},
                             "seconds": round(time.perf_counter() - t0, 1)})
             print(f"epoch {epoch + 1}: val NME {metric:.3f} % (balanced), "
-                  + " ".join(f"{b} {v:.3f}" for b, v in block["bins"].items()), flush=True)
+                  + " ".join(f"{b} {v:.3f}" for b, v in metrics["bins"].items()), flush=True)
             extra = {"config": portable_config(cfg), "command": command, "epoch": epoch + 1, "history": history,
-                     "metrics": {k: v for k, v in block.items() if k not in ("per_face", "ced")}}
+                     "metrics": metrics}
             if metric < best:
                 best = metric
                 save_checkpoint(out / "best.pt", eval_model, fm, **extra)
