@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from edgefa.errors import EdgefaError
-from edgefa.fileio import check_writable, temp_sibling
+from edgefa.fileio import check_writable
 from edgefa.paths import fill_shared
 
 
@@ -45,20 +45,16 @@ def average_checkpoints(paths: list[str | Path]) -> dict:
     return {**record, "state_dict": averaged, "epoch": None, "averaged_from": [str(p) for p in paths]}
 
 
-def validate(state: dict, data: str, out: Path) -> dict:
+def validate(state: dict, data: str) -> dict:
     """The averaged model's validation block (balanced NME, bins), as training stores it."""
     from edgefa.data.registry import create_dataset
     from edgefa.evaluate import evaluate, validation_metrics
-    from edgefa.models.checkpoint import save_state
-    from edgefa.predictor import load_predictor
+    from edgefa.models.checkpoint import model_from_state
+    from edgefa.predictor import TorchPredictor
 
-    tmp = temp_sibling(out)  # the predictor loads a file; removed below (a killed run's: by the next)
-    try:
-        save_state(tmp, state)
-        result = evaluate(load_predictor(str(tmp)), create_dataset(data), progress=False)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return validation_metrics(result, data, "--val-data")
+    model, face_model = model_from_state(state, "the average")
+    predictor = TorchPredictor(model, face_model, state["model"]["name"])
+    return validation_metrics(evaluate(predictor, create_dataset(data), progress=False), data, "--val-data")
 
 
 def main(argv=None) -> int:
@@ -75,7 +71,7 @@ def main(argv=None) -> int:
         state = average_checkpoints(args.checkpoints)
         val = args.val_data or fill_shared((state.get("config") or {}).get("data", {}).get("val"))
         if val:
-            state["metrics"] = validate(state, val, out)
+            state["metrics"] = validate(state, val)
             print(f"validation NME of the average: {state['metrics']['balanced_mean']:.3f} % (balanced) on {val}")
         save_state(out, state)
     except EdgefaError as exc:

@@ -12,10 +12,8 @@ import platform
 import resource
 import time
 
-from torch.utils.data import DataLoader
-
 from edgefa.data.synthetic import SyntheticFaces
-from edgefa.data.workers import single_thread_worker
+from edgefa.data.workers import WorkerLoader
 
 
 def main() -> None:
@@ -26,8 +24,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     dataset = SyntheticFaces(n=args.n, seed=args.seed, size=args.size)
-    loader = DataLoader(dataset, batch_size=50, num_workers=args.workers,
-                        worker_init_fn=single_thread_worker)
+    loader = WorkerLoader(dataset, batch_size=50, num_workers=args.workers)
     load_before = os.getloadavg()[0]  # other work on the machine slows this down: say how much
     start = time.perf_counter()
     count = sum(len(batch["image"]) for batch in loader)

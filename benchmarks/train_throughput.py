@@ -22,10 +22,9 @@ from pathlib import Path
 
 import cv2
 import torch
-from torch.utils.data import DataLoader
 
 from edgefa.benchmarks.machine import machine_facts, machine_line, script_command, versions_line
-from edgefa.data.workers import single_thread_worker
+from edgefa.data.workers import WorkerLoader
 from edgefa.errors import EdgefaError
 from edgefa.fileio import atomic_write_bytes, atomic_write_json
 from edgefa.models.registry import create_model
@@ -77,9 +76,8 @@ def measure(cfg: dict, models: list[str], device: str, seconds: float, workers: 
         row = {"model": name, "batch": stream.batch_size}
 
         def loader_batches(workers=workers):
-            loader = DataLoader(train_set, batch_size=stream.batch_size, shuffle=True, drop_last=True,
-                                num_workers=workers, worker_init_fn=single_thread_worker, persistent_workers=False,
-                                pin_memory=device.startswith("cuda"))
+            loader = WorkerLoader(train_set, batch_size=stream.batch_size, shuffle=True, drop_last=True,
+                                  num_workers=workers, persistent_workers=False, pin_memory=device.startswith("cuda"))
             for batch in loader:
                 yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}, None
 

@@ -15,12 +15,9 @@ def predict_dataset(predictor, dataset, batch: int = 64, workers: int = 0, progr
     """Run the predictor over the dataset; returns its landmarks (crop pixels of the predictor's
     crop size) and pose, with the labels needed for metrics."""
     if workers:  # decoding in worker processes: torch's DataLoader
-        from torch.utils.data import DataLoader
+        from edgefa.data.workers import WorkerLoader
 
-        from edgefa.data.workers import single_thread_worker
-
-        loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers,
-                            worker_init_fn=single_thread_worker)
+        loader = WorkerLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers)
     else:  # in process, torch-free (the runtime install)
         loader = (collate([dataset[i] for i in range(start, min(start + batch, len(dataset)))])
                   for start in range(0, len(dataset), batch))

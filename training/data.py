@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, Dataset
 from tqdm import tqdm
 
 from edgefa.data.base import SAMPLE_KEYS, original_to_crop
 from edgefa.data.registry import create_dataset
-from edgefa.data.workers import single_thread_worker
+from edgefa.data.workers import WorkerLoader
 from edgefa.training.augment import AugmentConfig, augment_sample
 
 
@@ -16,7 +16,7 @@ class CachedDataset(Dataset):
     """Every sample of ``dataset`` decoded/rendered once and held in memory as stacked arrays."""
 
     def __init__(self, dataset, workers: int = 0, progress: bool = True, desc: str = "caching"):
-        loader = DataLoader(dataset, batch_size=256, num_workers=workers, worker_init_fn=single_thread_worker)
+        loader = WorkerLoader(dataset, batch_size=256, num_workers=workers)
         parts = {k: [] for k in SAMPLE_KEYS}
         for batch in tqdm(loader, desc=desc, unit="batch", disable=None if progress else True, leave=False):
             for key in SAMPLE_KEYS:

@@ -190,14 +190,12 @@ def leave_one_out(prior_raw: np.ndarray, gt21: np.ndarray, corr: Correspondence,
 
 def load_crops(dataset) -> tuple[np.ndarray, np.ndarray]:
     """Decoded crops (N, S, S, 3) uint8 and the 21 points (N, 21, 2) in crop pixels."""
-    from torch.utils.data import DataLoader
-
-    from edgefa.data.workers import single_thread_worker
+    from edgefa.data.workers import WorkerLoader
 
     images, pts = [], []
     # worker processes only pay for the full set; small sets decode in-process (no fork at all)
     workers = 2 if len(dataset) > 2000 else 0
-    for batch in DataLoader(dataset, batch_size=512, num_workers=workers, worker_init_fn=single_thread_worker):
+    for batch in WorkerLoader(dataset, batch_size=512, num_workers=workers):
         images.append(batch["image"].numpy())
         pts.append(original_to_crop(batch["pts21"].numpy(), batch["roi_box"].numpy(), dataset.size))
     return np.concatenate(images), np.concatenate(pts)

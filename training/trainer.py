@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from timm.utils import ModelEmaV3
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from edgefa.data.registry import create_dataset
-from edgefa.data.workers import single_thread_worker
+from edgefa.data.workers import WorkerLoader
 from edgefa.errors import EdgefaError
 from edgefa.evaluate import evaluate, validation_metrics
 from edgefa.fileio import atomic_write_json, check_writable
@@ -264,10 +264,9 @@ def train(cfg: dict, resume: str | None = None, progress: bool = True, command: 
     # built once: persistent workers keep their decoded state between epochs; the epoch reaches them
     # through TrainSet's shared-memory counter, the order through the generator reseeded below
     workers = cfg["data"]["workers"]
-    loader = DataLoader(train_set, batch_size=per_rank, shuffle=sampler is None, sampler=sampler,
-                        generator=generator, num_workers=workers, drop_last=len(train_set) > per_rank,
-                        worker_init_fn=single_thread_worker, persistent_workers=workers > 0,
-                        pin_memory="cuda" in device)
+    loader = WorkerLoader(train_set, batch_size=per_rank, shuffle=sampler is None, sampler=sampler,
+                          generator=generator, num_workers=workers, drop_last=len(train_set) > per_rank,
+                          persistent_workers=workers > 0, pin_memory="cuda" in device)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg["epochs"]):
         for part in parts:

@@ -110,17 +110,23 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def model_from_checkpoint(path: str | Path) -> tuple[FaceRegressor, FaceModel, dict]:
     state = load_checkpoint(path)
+    return (*model_from_state(state, str(path)), state)
+
+
+def model_from_state(state: dict, where: str) -> tuple[FaceRegressor, FaceModel]:
+    """The model and face model of a checkpoint's tensors already in memory; `where` names their
+    source in errors."""
     if state.get("compression"):  # pruned and/or QAT: rebuilt from recorded shapes, never unpickled
-        model = rebuild_model(state, str(path))
+        model = rebuild_model(state, where)
     else:
         model = create_model(state["model"]["name"], **state["model"]["cfg"])
         try:
             model.load_state_dict(state["state_dict"])
         except RuntimeError as exc:
-            raise EdgefaError(f"{path}: weights do not fit model '{state['model']['name']}' "
+            raise EdgefaError(f"{where}: weights do not fit model '{state['model']['name']}' "
                               f"({str(exc).splitlines()[0]})") from exc
     fm_state = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in state["face_model"].items()}
-    return model.eval(), FaceModel.from_state_dict(fm_state), state
+    return model.eval(), FaceModel.from_state_dict(fm_state)
 
 
 def load_3ddfa_v2(path: str | Path, bfm: str | Path | None = None,
