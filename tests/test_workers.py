@@ -35,3 +35,26 @@ def test_workers_fork_after_the_parent_ran_opencv_and_scipy_in_parallel():
     for _ in range(2):  # persistent workers: forked on the first epoch, reused on the second
         assert torch.cat(list(loader)).tolist() == [1, 1, 1, 1]
     assert cv2.getNumThreads() == 2  # the parent's own count comes back
+
+
+class WorkerSeed(torch.utils.data.Dataset):
+    """Each sample reports the value its worker's init function stored."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return WORKER_STATE.get("seeded", -1)
+
+
+WORKER_STATE: dict = {}
+
+
+def _store_worker_id(worker_id):
+    WORKER_STATE["seeded"] = 100 + worker_id
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork start method only")
+def test_a_callers_worker_init_fn_runs_after_the_thread_limit():
+    loader = WorkerLoader(WorkerSeed(), batch_size=1, num_workers=2, timeout=60, worker_init_fn=_store_worker_id)
+    assert sorted(torch.cat(list(loader)).tolist()) == [100, 100, 101, 101]

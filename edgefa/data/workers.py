@@ -15,15 +15,19 @@ parent's pool while the workers fork, and they inherit one OpenCV thread.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 
 import cv2
 from torch.utils.data import DataLoader
 
 
-def single_thread_worker(_worker_id: int) -> None:
+def single_thread_worker(worker_id: int, then=None) -> None:
+    """Limit the worker's BLAS to one thread, then run the caller's own ``worker_init_fn``."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
+    if then is not None:
+        then(worker_id)
 
 
 @contextmanager
@@ -40,8 +44,8 @@ def opencv_pool_stopped():
 class WorkerLoader(DataLoader):
     """torch's DataLoader whose worker processes each run one native thread (see the module doc)."""
 
-    def __init__(self, dataset, **kwargs):
-        super().__init__(dataset, worker_init_fn=single_thread_worker, **kwargs)
+    def __init__(self, dataset, worker_init_fn=None, **kwargs):
+        super().__init__(dataset, worker_init_fn=partial(single_thread_worker, then=worker_init_fn), **kwargs)
 
     def __iter__(self):
         if self.num_workers == 0:
