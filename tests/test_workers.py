@@ -55,6 +55,6 @@ def _store_worker_id(worker_id):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork start method only")
-def test_a_callers_worker_init_fn_runs_after_the_thread_limit():
+def test_a_callers_worker_init_fn_runs_in_each_worker():
     loader = WorkerLoader(WorkerSeed(), batch_size=1, num_workers=2, timeout=60, worker_init_fn=_store_worker_id)
     assert sorted(torch.cat(list(loader)).tolist()) == [100, 100, 101, 101]
