@@ -152,7 +152,7 @@ def label_quality_markdown(q: dict) -> str:
                      + f" | **{r['balanced_mean']:.3f}** |" for name, r in q["check"]["nme"].items())
     sel = q["selection"]
     table = ", ".join(f"{r['correspondence']} λ={r['lambda']:g}: {r['loo_nme']:.3f}" for r in sel["table"])
-    carried = (f" (carried unchanged from `{q['carried_from']}`: the labels file is not on this machine)"
+    carried = (f" (carried unchanged from `{q['carried_from']}`: not re-checked by the command above)"
                if q.get("carried_from") else "")
     return (f"\n### Label quality: `{q['file']}`{carried}\n\nThe refined labels' procedure (`{q['command']}`; chosen: "
             f"{q['chosen']['correspondence']} correspondence, λ = {q['chosen']['lambda']:g}) run on AFLW2000-3D's "
@@ -179,7 +179,7 @@ def to_markdown(rows: list[dict], facts: dict, command: str, data: str) -> str:
     trained = [f"- {r['model']}: `{r['train_command']}`" for r in rows if r.get("train_command")]
     carried = {r["evaluated_by"]: r["evaluated_on"] for r in rows if r.get("carried_from")}
     carried_md = "".join(
-        f"\n† carried unchanged from an earlier evaluation (its run directory is not on this machine): "
+        f"\n† carried unchanged from an earlier evaluation (not re-run by the command above): "
         f"`{cmd}` on {', '.join(f'{k} {v}' for k, v in on.items())}.\n" for cmd, on in carried.items())
     return (f"Evaluated on `{data}` with edgefa's AFLW2000-3D evaluator (NME %, 68 points, 2D, "
             f"sqrt(w*h) of the ground-truth box; pose MAE in degrees over faces with |yaw| <= 99).\n\n"
